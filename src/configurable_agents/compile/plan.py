@@ -1,0 +1,143 @@
+"""Per-node run-time plans, built once per workflow and shared by every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, ConfigDict, create_model
+
+from ..config.schema import LLMConfig, Node
+from ..config.types import TypeRef
+from ..config.validate import LoadedWorkflow, resolve_model_path
+from ..providers import PROVIDERS, ProviderInfo, create_chat_model, merge_llm
+from ..tools import resolve_tool
+from ..config.conditions import Condition, compile_condition
+from ..config.template import Template, parse_template
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+
+@dataclass
+class CompiledNode:
+    spec: Node
+    template: Template
+    output_model: type[BaseModel]
+    json_schema: dict[str, Any]
+    llm: LLMConfig
+    provider: ProviderInfo
+    model: BaseChatModel
+    tools: list[BaseTool]
+    timeout_seconds: float
+    max_retries: int
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def model_name(self) -> str:
+        return self.llm.model or self.provider.default_model
+
+
+@dataclass
+class CompiledRoute:
+    condition: Condition | None  # None: the default route
+    target: str
+
+
+@dataclass
+class CompiledWorkflow:
+    """Everything a run needs; build once with ``compile_workflow`` and run many times."""
+
+    workflow: LoadedWorkflow
+    nodes: dict[str, CompiledNode]
+    routes: dict[str, list[CompiledRoute]]  # conditional edges by source node
+    plain_edges: list[tuple[str, str]]
+    output_fields: list[str]  # state fields that some node writes, in first-written order
+    _graph: CompiledStateGraph | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.workflow.name
+
+    @property
+    def state_types(self) -> dict[str, TypeRef]:
+        return self.workflow.state_types
+
+    def graph(self) -> CompiledStateGraph:
+        if self._graph is None:
+            from .graph import build_graph
+
+            self._graph = build_graph(self)
+        return self._graph
+
+
+def _output_model(node: Node, state: dict[str, TypeRef]) -> type[BaseModel]:
+    name = "".join(p.capitalize() for p in node.id.split("_")) + "Output"
+    specs: dict[str, Any] = {}
+    if node.output_schema is not None:
+        for f in node.output_schema.fields:
+            specs[f.name] = (f.type_ref().annotation(name + f.name.capitalize()), ...)
+            if f.description:
+                from pydantic import Field
+
+                specs[f.name] = (specs[f.name][0], Field(..., description=f.description))
+    else:
+        for out in node.outputs:
+            specs[out] = (state[out].annotation(name + out.capitalize()), ...)
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **specs)
+
+
+def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
+    """Build the run-time plan of a validated workflow (no model is loaded or called)."""
+    spec = workflow.spec
+    state = workflow.state_types
+    nodes: dict[str, CompiledNode] = {}
+    models: dict[str, BaseChatModel] = {}
+    for node in spec.nodes:
+        llm = merge_llm(spec.config.llm, node.llm)
+        if llm.model_path:
+            llm = llm.model_copy(
+                update={"model_path": str(resolve_model_path(llm.model_path, workflow.directory))}
+            )
+        key = llm.model_dump_json()
+        if key not in models:
+            models[key] = create_chat_model(llm)
+        output_model = _output_model(node, state)
+        schema = output_model.model_json_schema()
+        nodes[node.id] = CompiledNode(
+            spec=node,
+            template=parse_template(node.prompt)[0],
+            output_model=output_model,
+            json_schema=schema,
+            llm=llm,
+            provider=PROVIDERS[llm.provider or "local"],
+            model=models[key],
+            tools=[resolve_tool(t) for t in node.tools],
+            timeout_seconds=node.timeout_seconds or spec.config.execution.timeout_seconds,
+            max_retries=(
+                node.max_retries
+                if node.max_retries is not None
+                else spec.config.execution.max_retries
+            ),
+        )
+    routes: dict[str, list[CompiledRoute]] = {}
+    plain: list[tuple[str, str]] = []
+    for edge in spec.edges:
+        if edge.to is not None:
+            plain.append((edge.from_, edge.to))
+        else:
+            routes[edge.from_] = [
+                CompiledRoute(
+                    compile_condition(r.when, state) if r.when is not None else None, r.to
+                )
+                for r in edge.routes or []
+            ]
+    outputs: list[str] = []
+    for node in spec.nodes:
+        outputs.extend(o for o in node.outputs if o not in outputs)
+    return CompiledWorkflow(workflow, nodes, routes, plain, outputs)

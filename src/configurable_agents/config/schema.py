@@ -1,0 +1,214 @@
+"""Pydantic models for every section of the workflow file (schema_version "1.0").
+
+These models check the *shape* of the file (keys, value types, ranges). Rules that span
+sections (placeholders name state fields, edges name nodes, the graph reaches END, ...) live in
+``config.validate``. ``Workflow.model_json_schema()`` is what ``configurable-agents schema``
+prints for editors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .types import TYPE_HELP, TypeRef, TypeSyntaxError, parse_type
+
+SCHEMA_VERSION = "1.0"
+PROVIDERS = ("local", "test", "google", "openai", "anthropic", "ollama")
+Provider = Literal["local", "test", "google", "openai", "anthropic", "ollama"]
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FlowMeta(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", description="Workflow name.")
+    version: str = Field("1.0.0", description="Workflow version, free text.")
+    description: str = ""
+
+
+class LLMConfig(_Section):
+    """Model settings; ``config.llm`` for every node, ``nodes[].llm`` to override per node."""
+
+    provider: Provider | None = Field(None, description="Defaults to 'local'.")
+    model: str | None = Field(None, description="Model name; for provider 'test' the name priced.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, gt=0)
+    model_path: str | None = Field(None, description="local: any GGUF file instead of Gemma.")
+    n_ctx: int | None = Field(None, gt=0, description="local: context window in tokens.")
+    n_threads: int | None = Field(None, gt=0, description="local: CPU threads.")
+    seed: int | None = Field(None, description="local/test: sampling seed.")
+    base_url: str | None = Field(None, description="openai/ollama: server address.")
+    responses: dict[str, list[dict[str, Any]]] | None = Field(
+        None, description="test: canned outputs per node id, used in order, the last repeating."
+    )
+
+
+class ExecutionConfig(_Section):
+    timeout_seconds: float = Field(120, gt=0, description="Default time limit of each node.")
+    max_retries: int = Field(2, ge=0, le=20, description="Retries after an invalid output.")
+    max_steps: int = Field(25, ge=1, le=10_000, description="Node executions per run (loops).")
+
+
+class MlflowConfig(_Section):
+    enabled: bool = False
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment_name: str = "configurable_agents"
+    async_logging: bool = True
+    log_artifacts: bool = True
+    artifact_level: Literal["minimal", "standard", "full"] = "standard"
+    run_name: str | None = None
+    retention_days: int | None = Field(None, gt=0)
+    redact_pii: bool = False
+
+
+class OpenTelemetryConfig(_Section):
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = "configurable-agents"
+    sampling_rate: float = Field(1.0, ge=0, le=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class PrometheusConfig(_Section):
+    enabled: bool = False
+    port: int = Field(9464, ge=1, le=65535)
+    path: str = "/metrics"
+    pushgateway_url: str | None = None
+
+
+class ObservabilityConfig(_Section):
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    opentelemetry: OpenTelemetryConfig = Field(default_factory=OpenTelemetryConfig)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+
+
+class BudgetConfig(_Section):
+    per_run_usd: float | None = Field(None, ge=0)
+    daily_usd: float | None = Field(None, ge=0)
+    monthly_usd: float | None = Field(None, ge=0)
+    action: Literal["warn", "block"] = "warn"
+
+
+class Config(_Section):
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+
+def _check_type(value: str) -> str:
+    try:
+        parse_type(value)
+    except TypeSyntaxError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class StateField(_Section):
+    type: str = Field(description=f"One of {TYPE_HELP}.")
+    required: bool = False
+    default: Any = None
+    description: str = ""
+    fields: dict[str, StateField] | None = Field(None, description="Nested fields of an object.")
+
+    _check = field_validator("type")(_check_type)
+
+    def type_ref(self) -> TypeRef:
+        nested = tuple((k, v.type_ref()) for k, v in (self.fields or {}).items())
+        return parse_type(self.type, nested)
+
+
+class State(_Section):
+    fields: dict[str, StateField] = Field(min_length=1)
+
+
+class OutputField(_Section):
+    name: str = Field(pattern=IDENTIFIER)
+    type: str = "str"
+    description: str = ""
+    fields: list[OutputField] | None = None
+
+    _check = field_validator("type")(_check_type)
+
+    def type_ref(self) -> TypeRef:
+        return parse_type(self.type, tuple((f.name, f.type_ref()) for f in self.fields or []))
+
+
+class OutputSchema(_Section):
+    type: Literal["object"] = "object"
+    fields: list[OutputField] = Field(min_length=1)
+
+
+class Node(_Section):
+    id: str = Field(pattern=IDENTIFIER, description="Unique node id (letters, digits, _).")
+    description: str = ""
+    prompt: str = Field(min_length=1, description="Template; {field} inserts a state field.")
+    outputs: list[str] = Field(min_length=1, description="State fields this node writes.")
+    output_schema: OutputSchema | None = Field(
+        None, description="Fields the model must return; defaults to the outputs' state types."
+    )
+    llm: LLMConfig | None = None
+    tools: list[str] = Field(
+        default_factory=list, description="Tool names from the registry, or 'module:function'."
+    )
+    timeout_seconds: float | None = Field(None, gt=0)
+    max_retries: int | None = Field(None, ge=0, le=20)
+
+
+class Route(_Section):
+    when: str | None = None
+    default: bool = False
+    to: str
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Route:
+        if (self.when is None) == (not self.default):
+            raise ValueError("a route has either 'when: <condition>' or 'default: true'")
+        return self
+
+
+class Edge(_Section):
+    from_: str = Field(alias="from")
+    to: str | None = None
+    routes: list[Route] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Edge:
+        if (self.to is None) == (self.routes is None):
+            raise ValueError("an edge has either 'to: <node>' or 'routes: [...]'")
+        return self
+
+
+class Workflow(_Section):
+    """A whole workflow file."""
+
+    schema_version: str = Field(description=f'Always "{SCHEMA_VERSION}".')
+    flow: FlowMeta
+    config: Config = Field(default_factory=Config)
+    state: State
+    nodes: list[Node] = Field(min_length=1)
+    edges: list[Edge] = Field(min_length=1)
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> str:
+        if str(value) != SCHEMA_VERSION:
+            raise ValueError(
+                f'schema_version {value!r} is not supported; this version reads "{SCHEMA_VERSION}"'
+            )
+        return SCHEMA_VERSION
+
+    def node(self, node_id: str) -> Node:
+        return next(n for n in self.nodes if n.id == node_id)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the workflow file, for editors (``configurable-agents schema``)."""
+    schema = Workflow.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "configurable-agents workflow"
+    return schema

@@ -1,0 +1,134 @@
+"""The workflow file's value types: ``str int float bool list[T] dict[str, T] object``.
+
+A type is written as a string in YAML (``type: "list[str]"``). ``parse_type`` turns it into a
+``TypeRef`` tree; ``TypeRef.annotation()`` gives the Python/pydantic annotation used to build
+state and output models.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SCALARS = ("str", "int", "float", "bool")
+TYPE_HELP = "str, int, float, bool, list[T], dict[str, T] or object"
+
+_TOKEN = re.compile(r"\s*(\w+|\[|\]|,)")
+
+
+class TypeSyntaxError(ValueError):
+    """A type string that is not one of the supported types."""
+
+
+@dataclass(frozen=True)
+class TypeRef:
+    """A parsed type. ``kind`` is a scalar name, ``list``, ``dict`` or ``object``."""
+
+    kind: str
+    item: TypeRef | None = None  # element type of list / value type of dict
+    fields: tuple[tuple[str, TypeRef], ...] = field(default=())  # declared fields of an object
+
+    def __str__(self) -> str:
+        if self.kind == "list":
+            return f"list[{self.item}]"
+        if self.kind == "dict":
+            return f"dict[str, {self.item}]"
+        return self.kind
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.kind in ("int", "float")
+
+    def accepts(self, other: TypeRef) -> bool:
+        """Whether a value of type ``other`` may be stored where ``self`` is declared."""
+        if self.kind == "float" and other.kind == "int":
+            return True
+        if self.kind != other.kind:
+            return False
+        if self.item is not None and other.item is not None:
+            return self.item.accepts(other.item)
+        return True
+
+    def annotation(self, name: str = "Object") -> Any:
+        """The Python type pydantic validates values of this type against."""
+        from pydantic import StrictBool, create_model
+
+        if self.kind == "str":
+            return str
+        if self.kind == "int":
+            return int
+        if self.kind == "float":
+            return float
+        if self.kind == "bool":
+            return StrictBool
+        if self.kind == "list":
+            assert self.item is not None
+            return list[self.item.annotation(name + "Item")]  # type: ignore[misc]
+        if self.kind == "dict":
+            assert self.item is not None
+            return dict[str, self.item.annotation(name + "Value")]  # type: ignore[misc]
+        if not self.fields:
+            return dict[str, Any]
+        specs: dict[str, Any] = {
+            fname: (ftype.annotation(name + "_" + fname), ...) for fname, ftype in self.fields
+        }
+        return create_model(name, **specs)
+
+    def default_value(self) -> Any:
+        """The value a field of this type holds when nothing set it."""
+        return {"str": "", "int": 0, "float": 0.0, "bool": False, "list": [], "dict": {}}.get(
+            self.kind, {}
+        )
+
+
+def parse_type(text: str, fields: tuple[tuple[str, TypeRef], ...] = ()) -> TypeRef:
+    """Parse ``text`` (for example ``"dict[str, list[int]]"``) into a ``TypeRef``.
+
+    ``fields`` are the nested fields declared for an ``object`` at the top level.
+    """
+    if not isinstance(text, str):
+        raise TypeSyntaxError(f"a type must be a string such as \"str\", got {text!r}")
+    tokens = _TOKEN.findall(text)
+    if "".join(tokens) != re.sub(r"\s+", "", text) or not tokens:
+        raise TypeSyntaxError(f"unknown type {text!r}; use {TYPE_HELP}")
+    pos = 0
+
+    def parse() -> TypeRef:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise TypeSyntaxError(f"type {text!r} ends too early; use {TYPE_HELP}")
+        name = tokens[pos]
+        pos += 1
+        if name in SCALARS:
+            return TypeRef(name)
+        if name == "object":
+            return TypeRef("object")
+        if name in ("list", "dict"):
+            if pos >= len(tokens) or tokens[pos] != "[":
+                example = "list[str]" if name == "list" else "dict[str, str]"
+                raise TypeSyntaxError(f"type {text!r} needs an item type, for example {example!r}")
+            pos += 1
+            if name == "dict":
+                if tokens[pos : pos + 2] != ["str", ","]:
+                    raise TypeSyntaxError(
+                        f"type {text!r}: dict keys are always strings; write dict[str, T]"
+                    )
+                pos += 2
+            item = parse()
+            if pos >= len(tokens) or tokens[pos] != "]":
+                raise TypeSyntaxError(f"type {text!r} is missing a closing ']'")
+            pos += 1
+            return TypeRef(name, item=item)
+        aliases = {"string": "str", "integer": "int", "boolean": "bool", "number": "float"}
+        hint = f"; did you mean {aliases[name]!r}?" if name in aliases else ""
+        raise TypeSyntaxError(f"unknown type {name!r} in {text!r}{hint} (use {TYPE_HELP})")
+
+    result = parse()
+    if pos != len(tokens):
+        raise TypeSyntaxError(f"unexpected {''.join(tokens[pos:])!r} after type in {text!r}")
+    if fields:
+        if result.kind != "object":
+            raise TypeSyntaxError(f"only type 'object' may declare nested fields, not {text!r}")
+        return TypeRef("object", fields=fields)
+    return result

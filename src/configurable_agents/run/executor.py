@@ -1,0 +1,94 @@
+"""Run a workflow: inputs → initial state → LangGraph → ``RunResult``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from langgraph.errors import GraphRecursionError
+
+from ..compile.plan import CompiledWorkflow, compile_workflow
+from ..config.validate import LoadedWorkflow, check_environment, load_workflow
+from ..exceptions import MaxStepsExceededError, RunError
+from .context import EventHandler, RunContext
+from .inputs import coerce_inputs
+from .result import RunErrorInfo, RunResult, TokenUsage
+
+WorkflowLike = str | Path | LoadedWorkflow | CompiledWorkflow
+
+
+def prepare(workflow: WorkflowLike, *, check_env: bool = True) -> CompiledWorkflow:
+    """Load (if given a path), check this machine's providers, and compile a workflow."""
+    if isinstance(workflow, CompiledWorkflow):
+        return workflow
+    loaded = workflow if isinstance(workflow, LoadedWorkflow) else load_workflow(workflow)
+    if check_env:
+        check_environment(loaded)
+    return compile_workflow(loaded)
+
+
+def initial_state(compiled: CompiledWorkflow, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    spec = compiled.workflow.spec
+    values = coerce_inputs(inputs, spec, compiled.state_types)
+    state: dict[str, Any] = {}
+    for name, fdef in spec.state.fields.items():
+        if name in values:
+            state[name] = values[name]
+        elif fdef.default is not None:
+            state[name] = fdef.default
+        else:
+            state[name] = compiled.state_types[name].default_value()
+    return state
+
+
+def run_workflow(
+    workflow: WorkflowLike,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    on_event: EventHandler | None = None,
+) -> RunResult:
+    """Run a workflow once and return its ``RunResult``.
+
+    ``workflow`` is a path, a ``load_workflow`` result, or a ``compile_workflow`` result
+    (compile once to run many times). Bad files and inputs raise ``UserError`` subclasses
+    before any model is called; a run that starts and fails returns ``status="failed"``
+    with ``error`` set (``raise_for_status()`` raises it).
+    """
+    compiled = prepare(workflow)
+    state = initial_state(compiled, inputs or {})
+    ctx = RunContext(state, on_event)
+    max_steps = compiled.workflow.spec.config.execution.max_steps
+    config = {"recursion_limit": max_steps, "configurable": {"ca_run": ctx}}
+    error: RunError | None = None
+    try:
+        final = compiled.graph().invoke(state, config=config)  # type: ignore[arg-type]
+    except GraphRecursionError:
+        error = MaxStepsExceededError(
+            f"workflow '{compiled.name}' ran more than execution.max_steps={max_steps} node "
+            f"steps (last node: '{ctx.nodes[-1].node if ctx.nodes else '?'}'); a loop probably "
+            "never meets its exit condition. Fix the routes or raise config.execution.max_steps",
+            node=ctx.nodes[-1].node if ctx.nodes else None,
+        )
+        final = ctx.state
+    except RunError as exc:
+        error = exc
+        final = ctx.state
+    duration_ms = (time.perf_counter() - ctx.started) * 1000
+    usage = TokenUsage()
+    for record in ctx.nodes:
+        usage.input_tokens += record.usage.input_tokens
+        usage.output_tokens += record.usage.output_tokens
+    final = dict(final)
+    return RunResult(
+        workflow=compiled.name,
+        status="failed" if error else "succeeded",
+        outputs={k: final.get(k) for k in compiled.output_fields},
+        state=final,
+        nodes=list(ctx.nodes),
+        usage=usage,
+        duration_ms=duration_ms,
+        error=RunErrorInfo(type(error).__name__, str(error), error.node) if error else None,
+        exception=error,
+    )

@@ -1,0 +1,189 @@
+"""What one node does at run time.
+
+Render the prompt from state → (tool loop, when the node has tools) → ask the model for the
+node's ``output_schema`` through its native structured-output mechanism → validate with
+pydantic → on invalid output retry, feeding the error back, up to ``max_retries`` → return the
+outputs as the state update. The whole node runs under its timeout.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from pydantic import ValidationError
+
+from ..exceptions import (
+    ConfigurableAgentsError,
+    NodeTimeoutError,
+    OutputValidationError,
+    ProviderError,
+)
+from ..providers import invoke_structured
+from .result import NodeRun, ToolCall
+
+if TYPE_CHECKING:
+    from ..compile.plan import CompiledNode
+    from .context import RunContext
+
+MAX_TOOL_ROUNDS = 8
+_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="ca-node")
+
+
+def make_node_function(node: CompiledNode) -> Callable[[dict[str, Any], RunnableConfig], dict]:
+    def run_node(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        ctx: RunContext = config["configurable"]["ca_run"]
+        record = ctx.start_node(node)
+        started = time.perf_counter()
+        work = contextvars.copy_context()
+        future = _pool.submit(work.run, _execute, node, state, config, ctx, record)
+        try:
+            updates = future.result(timeout=node.timeout_seconds)
+        except FutureTimeout:
+            record.status = "failed"
+            ctx.finish_node(record, time.perf_counter() - started)
+            raise NodeTimeoutError(
+                f"node '{node.id}' did not finish within {node.timeout_seconds:g} s "
+                "(raise timeout_seconds on the node or in config.execution)",
+                node=node.id,
+            ) from None
+        except BaseException:
+            record.status = "failed"
+            ctx.finish_node(record, time.perf_counter() - started)
+            raise
+        record.outputs = updates
+        ctx.finish_node(record, time.perf_counter() - started, updates)
+        return updates
+
+    run_node.__name__ = node.id
+    return run_node
+
+
+def _execute(
+    node: CompiledNode,
+    state: dict[str, Any],
+    config: RunnableConfig,
+    ctx: RunContext,
+    record: NodeRun,
+) -> dict[str, Any]:
+    prompt = node.template.render(state)
+    record.prompt = prompt
+    messages: list[BaseMessage] = [HumanMessage(prompt)]
+    try:
+        if node.tools:
+            _tool_loop(node, messages, config, record)
+        return _structured_output(node, messages, config, ctx, record)
+    except ConfigurableAgentsError:
+        raise
+    except Exception as exc:  # the provider's own errors (network, auth, rate limits)
+        raise ProviderError(
+            f"node '{node.id}': provider '{node.provider.name}' failed: "
+            f"{type(exc).__name__}: {exc}",
+            node=node.id,
+        ) from exc
+
+
+def _account(record: NodeRun, message: AIMessage) -> None:
+    record.llm_calls += 1
+    record.usage.add(message.usage_metadata)  # type: ignore[arg-type]
+    name = (message.response_metadata or {}).get("model_name")
+    if name:
+        record.model = str(name)
+
+
+def _tool_loop(
+    node: CompiledNode, messages: list[BaseMessage], config: RunnableConfig, record: NodeRun
+) -> None:
+    by_name = {t.name: t for t in node.tools}
+    bound = node.model.bind_tools(node.tools)
+    for _ in range(MAX_TOOL_ROUNDS):
+        reply = bound.invoke(messages, config=config)
+        assert isinstance(reply, AIMessage)
+        _account(record, reply)
+        messages.append(reply)
+        if not reply.tool_calls:
+            return
+        for call in reply.tool_calls:
+            started = time.perf_counter()
+            tool = by_name.get(call["name"])
+            error = False
+            if tool is None:
+                result, error = f"error: no tool named {call['name']!r}", True
+            else:
+                try:
+                    result = str(tool.invoke(call["args"], config=config))
+                except Exception as exc:  # a tool's failure is the model's to handle
+                    result, error = f"error: {type(exc).__name__}: {exc}", True
+            record.tool_calls.append(
+                ToolCall(
+                    call["name"],
+                    dict(call["args"]),
+                    result,
+                    (time.perf_counter() - started) * 1000,
+                    error,
+                )
+            )
+            messages.append(
+                ToolMessage(content=result, tool_call_id=call["id"] or "", name=call["name"])
+            )
+
+
+def _structured_output(
+    node: CompiledNode,
+    messages: list[BaseMessage],
+    config: RunnableConfig,
+    ctx: RunContext,
+    record: NodeRun,
+) -> dict[str, Any]:
+    feedback: list[BaseMessage] = []
+    while True:
+        extra = (
+            {"ca_node": node.id, "ca_visit": ctx.next_call(node.id)}
+            if node.provider.name == "test"
+            else {}
+        )
+        reply = invoke_structured(node.model, node.json_schema, messages + feedback, config, **extra)
+        _account(record, reply.raw)
+        shown = reply.raw.content if isinstance(reply.raw.content, str) else str(reply.raw.content)
+        if not shown and reply.parsed is not None:
+            shown = json.dumps(reply.parsed)
+        record.responses.append(shown)
+        error = reply.error
+        if error is None:
+            try:
+                validated = node.output_model.model_validate(reply.parsed)
+                data = validated.model_dump()
+                return {name: data[name] for name in node.spec.outputs}
+            except ValidationError as exc:
+                error = _format_validation(exc)
+        record.validation_errors.append(error)
+        if record.retries >= node.max_retries:
+            raise OutputValidationError(
+                f"node '{node.id}' returned invalid output {record.retries + 1} time(s); "
+                f"last error: {error}",
+                node=node.id,
+                attempts=record.retries + 1,
+            )
+        record.retries += 1
+        feedback = [
+            HumanMessage(
+                f"Your previous answer was:\n{shown}\n\nIt is invalid: {error}\n"
+                "Answer again with only a JSON object that matches this schema:\n"
+                + json.dumps(node.json_schema)
+            )
+        ]
+
+
+def _format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

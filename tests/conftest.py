@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+MINIMAL = """\
+schema_version: "1.0"
+flow: {name: demo}
+config:
+  llm: {provider: test}
+state:
+  fields:
+    topic: {type: str, required: true}
+    article: {type: str, default: ""}
+nodes:
+  - id: write
+    prompt: "Write about {topic}."
+    outputs: [article]
+    output_schema:
+      fields: [{name: article, type: str}]
+edges:
+  - {from: START, to: write}
+  - {from: write, to: END}
+"""
+
+
+@pytest.fixture
+def write_workflow(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write dedented YAML to ``tmp_path/<name>`` and return its path."""
+
+    def write(text: str, name: str = "wf.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write

@@ -1,2 +1,208 @@
-def main(): pass
-app=None
+"""``configurable-agents``: run, validate and describe workflows from the command line.
+
+Exit codes: 0 ok, 1 the run failed, 2 bad input or usage. Problems with the user's file or
+inputs are printed one per line as ``file:line: message`` with a hint, never as a traceback;
+tracebacks appear only for internal bugs, and only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..exceptions import UserError
+from .render import Progress, print_result
+
+app = typer.Typer(
+    name="configurable-agents",
+    help="LLM workflows in one YAML file: validate, run, observe.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+WorkflowArg = Annotated[Path, typer.Argument(help="The workflow file (.yaml).", show_default=False)]
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _print_user_error(err: UserError, console: Console) -> None:
+    for issue in err.issues:
+        where = issue.location()
+        prefix = f"[bold]{escape(where)}:[/bold] " if where else ""
+        console.print(f"{prefix}[red]error:[/red] {escape(issue.message)}")
+        if issue.hint:
+            console.print(f"  [dim]hint:[/dim] {escape(issue.hint)}")
+    if len(err.issues) > 1:
+        console.print(f"[red]{len(err.issues)} problems found.[/red]")
+
+
+def _issues_json(err: UserError) -> list[dict[str, Any]]:
+    return [
+        {"file": i.file, "line": i.line, "message": i.message, "hint": i.hint} for i in err.issues
+    ]
+
+
+@contextmanager
+def _guard(verbose: bool, as_json: bool) -> Iterator[None]:
+    """Turn every failure into a clear message and the right exit code."""
+    console = _stderr()
+    try:
+        yield
+    except UserError as err:
+        if as_json:
+            print(json.dumps({"status": "invalid", "errors": _issues_json(err)}))
+        else:
+            _print_user_error(err, console)
+        raise typer.Exit(EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an internal bug: say so, never dump on users
+        if verbose:
+            console.print(traceback.format_exc(), markup=False)
+        console.print(
+            f"[red]internal error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))}\n"
+            "  [dim]this is a bug in configurable-agents; rerun with --verbose for the "
+            "traceback and report it[/dim]"
+        )
+        if as_json:
+            print(json.dumps({"status": "error", "error": f"{type(exc).__name__}: {exc}"}))
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+@app.command()
+def run(
+    workflow: WorkflowArg,
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="An input as key=value (repeatable).", metavar="K=V"),
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input-file", help="A JSON object of inputs.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (and nothing else).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show rendered prompts and raw responses.")
+    ] = False,
+) -> None:
+    """Run a workflow and print its outputs."""
+    from ..config import check_environment, load_workflow
+    from ..run import parse_pairs, read_input_file, run_workflow
+    from ..run.executor import prepare
+
+    console = _stderr()
+    with _guard(verbose, as_json):
+        loaded = load_workflow(workflow)
+        check_environment(loaded)
+        inputs: dict[str, Any] = read_input_file(input_file) if input_file else {}
+        inputs.update(parse_pairs(input or []))
+        compiled = prepare(loaded, check_env=False)
+        _warn_pending_features(loaded, console, as_json)
+        progress = None if as_json else Progress(console, verbose=verbose)
+        try:
+            result = run_workflow(compiled, inputs, on_event=progress.event if progress else None)
+        finally:
+            if progress:
+                progress.stop()
+        if as_json:
+            print(json.dumps(result.to_dict(detail=verbose), default=str))
+        else:
+            print_result(result, Console(highlight=False, soft_wrap=True), console)
+        raise typer.Exit(EXIT_OK if result.succeeded else EXIT_FAILED)
+
+
+def _warn_pending_features(loaded: Any, console: Console, as_json: bool) -> None:
+    obs = loaded.spec.config.observability
+    pending = [
+        name
+        for name, section in (
+            ("mlflow", obs.mlflow),
+            ("opentelemetry", obs.opentelemetry),
+            ("prometheus", obs.prometheus),
+        )
+        if section.enabled
+    ]
+    if pending and not as_json:
+        console.print(
+            f"[yellow]warning:[/yellow] observability.{', '.join(pending)} is enabled, but this "
+            "version does not export traces or metrics yet; the run is not recorded there"
+        )
+
+
+@app.command()
+def validate(
+    workflow: WorkflowArg,
+    skip_env_check: Annotated[
+        bool,
+        typer.Option(
+            "--skip-env-check",
+            help="Check the file only, not this machine's provider packages and API keys.",
+        ),
+    ] = False,
+) -> None:
+    """Check a workflow file (and that its providers can run here) without calling a model."""
+    from ..config import check_environment, load_workflow
+
+    with _guard(False, False):
+        loaded = load_workflow(workflow)
+        if not skip_env_check:
+            check_environment(loaded)
+        spec = loaded.spec
+        providers = sorted(
+            {
+                (n.llm.provider if n.llm and n.llm.provider else None)
+                or spec.config.llm.provider
+                or "local"
+                for n in spec.nodes
+            }
+        )
+        Console(highlight=False).print(
+            f"[green]✓[/green] {escape(str(workflow))} is valid: workflow "
+            f"'{escape(spec.flow.name)}' v{escape(spec.flow.version)}, {len(spec.nodes)} "
+            f"node(s), {len(spec.edges)} edge(s), provider(s): {', '.join(providers)}"
+        )
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of workflow files (for editor completion and checks)."""
+    from ..config import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        _stderr().print(f"wrote {escape(str(output))}")
+    else:
+        print(text)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point."""
+    command: Callable[..., Any] = typer.main.get_command(app)
+    try:
+        command(args=argv if argv is not None else sys.argv[1:], prog_name="configurable-agents")
+    except SystemExit as exc:
+        raise SystemExit(exc.code) from None
+    raise SystemExit(0)

@@ -9,13 +9,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, create_model
 
+from ..config.conditions import Condition, compile_condition
 from ..config.schema import LLMConfig, Node
+from ..config.template import Template, parse_template
 from ..config.types import TypeRef
 from ..config.validate import LoadedWorkflow, resolve_model_path
 from ..providers import PROVIDERS, ProviderInfo, create_chat_model, merge_llm
 from ..tools import resolve_tool
-from ..config.conditions import Condition, compile_condition
-from ..config.template import Template, parse_template
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph

@@ -49,6 +49,17 @@ _NONE = TypeRef("none")
 _ANY = TypeRef("any")
 
 Evaluator = Callable[[Mapping[str, Any]], Any]
+MAX_LENGTH = 1000  # characters; a route condition is one line of logic
+
+
+def _a(kind: TypeRef) -> str:
+    """'a str value', 'an int value'."""
+    text = str(kind)
+    return ("an " if text[:1] in "aeiou" else "a ") + text
+
+
+def _shown(source: str) -> str:
+    return repr(source if len(source) <= 80 else source[:77] + "...")
 
 
 class ConditionError(ValueError):
@@ -74,22 +85,39 @@ def compile_condition(source: str, fields: Mapping[str, TypeRef]) -> Condition:
     text = source.strip()
     if not text:
         raise ConditionError("condition is empty", "write a comparison such as: score >= 7")
+    if len(text) > MAX_LENGTH:
+        raise ConditionError(
+            f"condition {_shown(source)} is {len(text)} characters long (limit {MAX_LENGTH})",
+            "split the logic: compute a bool field in a node and route on it",
+        )
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         raise ConditionError(
-            f"condition {source!r} is not valid syntax ({exc.msg})",
+            f"condition {_shown(source)} is not valid syntax ({exc.msg})",
             "use comparisons (==, !=, <, <=, >, >=, in), and/or/not, fields and literals; "
             "e.g. score >= 7 and approved == true",
         ) from None
+    except (RecursionError, MemoryError):
+        raise _too_deep(source) from None
     checker = _Checker(source, fields)
-    kind, evaluate = checker.visit(tree.body)
+    try:
+        kind, evaluate = checker.visit(tree.body)
+    except RecursionError:
+        raise _too_deep(source) from None
     if kind.kind not in ("bool", "any"):
         raise ConditionError(
-            f"condition {source!r} is a {kind} value, not true/false",
+            f"condition {_shown(source)} is {_a(kind)} value, not true/false",
             f"compare it, for example: {text} != {_example_literal(kind)}",
         )
     return Condition(source, frozenset(checker.used), evaluate)
+
+
+def _too_deep(source: str) -> ConditionError:
+    return ConditionError(
+        f"condition {_shown(source)} is nested too deeply",
+        "write it with fewer nested parentheses / 'not's",
+    )
 
 
 def _example_literal(kind: TypeRef) -> str:
@@ -103,7 +131,7 @@ class _Checker:
         self.used: set[str] = set()
 
     def fail(self, message: str, hint: str) -> ConditionError:
-        return ConditionError(f"condition {self.source!r}: {message}", hint)
+        return ConditionError(f"condition {_shown(self.source)}: {message}", hint)
 
     def visit(self, node: ast.AST) -> tuple[TypeRef, Evaluator]:
         method = getattr(self, "visit_" + type(node).__name__, None)
@@ -125,7 +153,7 @@ class _Checker:
         kind, ev = self.visit(node)
         if kind.kind not in ("bool", "any"):
             raise self.fail(
-                f"'{ast.unparse(node)}' is a {kind} value, not true/false",
+                f"'{ast.unparse(node)}' is {_a(kind)} value, not true/false",
                 f"compare it, for example: {ast.unparse(node)} != {_example_literal(kind)}",
             )
         return ev
@@ -241,7 +269,7 @@ class _Checker:
         ):
             kind, ev = self.visit(node.args[0])
             if kind.kind not in ("str", "list", "dict", "object", "any"):
-                raise self.fail(f"len() of a {kind} value", "len() works on str, list and dict")
+                raise self.fail(f"len() of {_a(kind)} value", "len() works on str, list and dict")
             return TypeRef("int"), lambda s: len(ev(s) or ())
         raise self.fail(
             f"calling '{ast.unparse(node.func)}' is not allowed",
@@ -255,11 +283,30 @@ def _literal_kind(value: Any) -> TypeRef:
     return TypeRef(type(value).__name__)
 
 
+_CONSTRUCTS = {
+    "Attribute": "attribute access",
+    "Subscript": "indexing",
+    "BinOp": "arithmetic",
+    "ListComp": "a list comprehension",
+    "SetComp": "a set comprehension",
+    "DictComp": "a dict comprehension",
+    "GeneratorExp": "a generator expression",
+    "Lambda": "a lambda",
+    "IfExp": "an if/else expression",
+    "JoinedStr": "an f-string",
+    "NamedExpr": "an assignment (:=)",
+    "Dict": "a dict literal",
+    "Set": "a set literal",
+    "Starred": "unpacking (*)",
+    "Await": "await",
+    "Yield": "yield",
+    "YieldFrom": "yield",
+    "Slice": "slicing",
+}
+
+
 def _describe(node: ast.AST) -> str:
-    if isinstance(node, ast.Attribute):
-        return f"attribute access '{ast.unparse(node)}'"
-    if isinstance(node, ast.Subscript):
-        return f"indexing '{ast.unparse(node)}'"
-    if isinstance(node, ast.BinOp):
-        return f"arithmetic '{ast.unparse(node)}'"
-    return f"'{ast.unparse(node)}' ({type(node).__name__})"
+    text = ast.unparse(node)
+    shown = repr(text if len(text) <= 60 else text[:57] + "...")
+    what = _CONSTRUCTS.get(type(node).__name__, f"the expression ({type(node).__name__})")
+    return f"{what} {shown}"

@@ -8,14 +8,14 @@ duplicate keys and alias bombs (anchors that expand to millions of values).
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.scalarstring import LiteralScalarString
 
 from ..exceptions import Issue, WorkflowFileError
 
@@ -32,7 +32,9 @@ class Document:
     data: Any
     file: str
     lines: dict[Path_, int] = field(default_factory=dict)
-    block_scalars: set[Path_] = field(default_factory=set)
+    # 0-based (line, column) where the *value* at a path starts in ``source``
+    value_pos: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    source: str = ""
 
     def line_of(self, path: Path_) -> int | None:
         """The line of ``path``, or of its nearest ancestor that has one."""
@@ -44,7 +46,13 @@ class Document:
         return self.lines.get((), 1)
 
     def text_line(self, path: Path_, offset: int) -> int | None:
-        """The line of character ``offset`` inside the string at ``path``."""
+        """The line of character ``offset`` inside the string at ``path``.
+
+        Works for every scalar style (plain, quoted, literal ``|``, folded ``>``): the value's
+        non-blank characters are matched one by one against the source text, since YAML only
+        changes whitespace (and, in quoted styles, escapes) between source and value.
+        """
+        path = tuple(path)
         start = self.line_of(path)
         value: Any = self.data
         try:
@@ -52,13 +60,71 @@ class Document:
                 value = value[key]
         except (KeyError, IndexError, TypeError):
             return start
-        if start is None or not isinstance(value, str):
+        if start is None or not isinstance(value, str) or not 0 <= offset < len(value):
             return start
-        newlines = value.count("\n", 0, offset)
-        return start + newlines + (1 if tuple(path) in self.block_scalars else 0)
+        pos = self.value_pos.get(path)
+        if pos is not None and self.source:
+            found = _source_line(self.source, pos, value, offset)
+            if found is not None:
+                return found
+        return start + value.count("\n", 0, offset)
 
 
-def _fail(file: str, message: str, hint: str | None = None, line: int | None = None) -> None:
+_ESCAPES = {
+    "0": "\0", "a": "\a", "b": "\b", "t": "\t", "\t": "\t", "n": "\n", "v": "\v", "f": "\f",
+    "r": "\r", "e": "\x1b", " ": " ", '"': '"', "/": "/", "\\": "\\", "N": "\x85",
+    "_": "\xa0", "L": "\u2028", "P": "\u2029",
+}  # fmt: skip
+
+
+def _source_line(source: str, pos: tuple[int, int], value: str, offset: int) -> int | None:
+    """1-based source line of ``value[offset]`` for the scalar that starts at ``pos``."""
+    lines = source.split("\n")
+    if pos[0] >= len(lines):
+        return None
+    i = sum(len(ln) + 1 for ln in lines[: pos[0]]) + pos[1]
+    if i >= len(source):
+        return None
+    style = source[i]
+    if style in "|>":
+        i = source.find("\n", i)  # content starts on the line after the indicator
+        if i == -1:
+            return None
+        i += 1
+    elif style in "'\"":
+        i += 1
+    wanted = sum(1 for ch in value[:offset] if not ch.isspace())  # non-blank chars before it
+    target = value[offset]
+    seen = 0
+    n = len(source)
+    while i < n:
+        ch, width = source[i], 1
+        if style == "'" and source.startswith("''", i):
+            width = 2
+        elif style == '"' and ch == "\\" and i + 1 < n:
+            esc = source[i + 1]
+            if esc == "\n":
+                i += 2  # escaped line break: produces nothing
+                continue
+            width = {"x": 4, "u": 6, "U": 10}.get(esc, 2)
+            if esc in "xuU":
+                try:
+                    ch = chr(int(source[i + 2 : i + width], 16))
+                except ValueError:
+                    return None
+            else:
+                ch = _ESCAPES.get(esc, esc)
+        elif style == ch and style in "'\"":
+            return None  # the closing quote: ran past the value
+        if not ch.isspace():
+            if seen == wanted:
+                return source.count("\n", 0, i) + 1 if ch == target else None
+            seen += 1
+        i += width
+    return None
+
+
+def _fail(file: str, message: str, hint: str | None = None, line: int | None = None) -> NoReturn:
     raise WorkflowFileError(Issue(message, file=file, line=line, hint=hint))
 
 
@@ -70,6 +136,7 @@ def read_text(path: str | Path) -> tuple[str, str]:
         _fail(name, "file not found", "check the path; workflow files end in .yaml")
     if p.is_dir():
         _fail(name, "is a directory, not a workflow file", "pass the path of a .yaml file")
+    too_big = "a workflow file holds prompts and structure; keep large data in inputs"
     try:
         size = p.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -77,11 +144,19 @@ def read_text(path: str | Path) -> tuple[str, str]:
                 name,
                 f"file is {size / 1e6:.1f} MB; workflow files are limited to "
                 f"{MAX_FILE_BYTES / 1e6:.0f} MB",
-                "a workflow file holds prompts and structure; keep large data in inputs",
+                too_big,
             )
-        raw = p.read_bytes()
+        # Read at most one byte more than allowed: st_size is 0 for devices and pipes.
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         _fail(name, f"cannot read file: {exc.strerror or exc}")
+    if len(raw) > MAX_FILE_BYTES:
+        _fail(
+            name,
+            f"file is larger than {MAX_FILE_BYTES / 1e6:.0f} MB, the limit for workflow files",
+            too_big,
+        )
     if b"\x00" in raw:
         _fail(name, "file is binary, not YAML text", "pass the workflow's .yaml file")
     try:
@@ -111,6 +186,10 @@ def parse_yaml(text: str, file: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = (exc.problem or exc.context or "invalid YAML").strip()
+        if exc.problem and exc.context and exc.context_mark is not None:
+            started = exc.context_mark.line + 1
+            if started != line:  # e.g. an unclosed quote or '{' that began further up
+                problem += f" ({exc.context.strip()} that starts at line {started})"
         hint = "fix the YAML syntax at that line (indentation, quotes, a missing ':')"
         if "duplicate key" in str(exc):
             problem = "duplicate key: " + str(exc.problem or "").strip()
@@ -120,7 +199,7 @@ def parse_yaml(text: str, file: str) -> Document:
         _fail(file, f"invalid YAML: {exc}", "fix the YAML syntax")
     except RecursionError:
         _fail(file, "invalid YAML: nested too deeply", "flatten the structure")
-    doc = Document(data=None, file=file, lines={(): 1})
+    doc = Document(data=None, file=file, lines={(): 1}, source=text)
     budget = [MAX_VALUES]
     doc.data = _plain(root, (), doc, budget, set())
     if not isinstance(doc.data, dict):
@@ -150,12 +229,10 @@ def _plain(node: Any, path: Path_, doc: Document, budget: list[int], active: set
         out: dict[Any, Any] = {}
         for key, value in node.items():
             child = (*path, str(key))
-            try:
-                doc.lines[child] = node.lc.key(key)[0] + 1
-            except (KeyError, TypeError):
-                pass
-            if isinstance(value, LiteralScalarString):
-                doc.block_scalars.add(child)
+            pos = node.lc.data.get(key) if isinstance(node.lc.data, dict) else None
+            if pos and len(pos) >= 4:
+                doc.lines[child] = pos[0] + 1
+                doc.value_pos[child] = (pos[2], pos[3])
             out[str(key) if not isinstance(key, str) else key] = _plain(
                 value, child, doc, budget, active
             )
@@ -165,10 +242,10 @@ def _plain(node: Any, path: Path_, doc: Document, budget: list[int], active: set
         items = []
         for i, value in enumerate(node):
             child = (*path, i)
-            try:
-                doc.lines[child] = node.lc.item(i)[0] + 1
-            except (KeyError, TypeError, IndexError):
-                pass
+            pos = node.lc.data.get(i) if isinstance(node.lc.data, dict) else None
+            if pos and len(pos) >= 2:
+                doc.lines[child] = pos[0] + 1
+                doc.value_pos[child] = (pos[0], pos[1])
             items.append(_plain(value, child, doc, budget, active))
         active.discard(id(node))
         return items
@@ -180,7 +257,22 @@ def _plain(node: Any, path: Path_, doc: Document, budget: list[int], active: set
         return int(node)
     if isinstance(node, float):
         return float(node)
-    return node
+    if isinstance(node, (datetime.date, datetime.datetime)):
+        return node.isoformat()  # an unquoted 2024-01-01 meant as text
+    if isinstance(node, TaggedScalar):
+        tag = str(getattr(node.tag, "value", node.tag) or "")
+        tag = tag.replace("tag:yaml.org,2002:", "!!")
+        shown = f"'{tag}' " if tag else ""
+        what = f"YAML tag {shown}is not supported"
+    else:
+        what = f"a YAML {type(node).__name__} value is not supported"
+    _fail(
+        doc.file,
+        what,
+        "remove the '!tag'; workflow files hold plain strings, numbers, booleans, lists "
+        "and mappings",
+        line=doc.line_of(path),
+    )
 
 
 def load_document(path: str | Path) -> Document:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .types import TYPE_HELP, TypeRef, TypeSyntaxError, parse_type
+from .types import TYPE_HELP, TypeRef, parse_type
 
 SCHEMA_VERSION = "1.0"
 PROVIDERS = ("local", "test", "google", "openai", "anthropic", "ollama")
@@ -101,10 +101,7 @@ class Config(_Section):
 
 
 def _check_type(value: str) -> str:
-    try:
-        parse_type(value)
-    except TypeSyntaxError as exc:
-        raise ValueError(str(exc)) from None
+    parse_type(value)  # a TypeSyntaxError is a ValueError; pydantic keeps it (and its hint)
     return value
 
 
@@ -198,7 +195,7 @@ class Workflow(_Section):
     def _version(cls, value: Any) -> str:
         if str(value) != SCHEMA_VERSION:
             raise ValueError(
-                f'schema_version {value!r} is not supported; this version reads "{SCHEMA_VERSION}"'
+                f'{value!r} is not supported; this version reads "{SCHEMA_VERSION}"'
             )
         return SCHEMA_VERSION
 

@@ -47,7 +47,14 @@ def _as_text(value: Any) -> str:
     if hasattr(value, "model_dump"):
         value = value.model_dump()
     if isinstance(value, (list, dict, bool)):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False, default=_jsonable)
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """For json.dumps: nested pydantic models (list[object] fields) and anything else."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
     return str(value)
 
 

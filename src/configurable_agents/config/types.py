@@ -7,6 +7,7 @@ state and output models.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,11 @@ _TOKEN = re.compile(r"\s*(\w+|\[|\]|,)")
 
 
 class TypeSyntaxError(ValueError):
-    """A type string that is not one of the supported types."""
+    """A type string that is not one of the supported types; ``hint`` says how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.hint = hint or f"types are {TYPE_HELP}"
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ def parse_type(text: str, fields: tuple[tuple[str, TypeRef], ...] = ()) -> TypeR
         raise TypeSyntaxError(f"a type must be a string such as \"str\", got {text!r}")
     tokens = _TOKEN.findall(text)
     if "".join(tokens) != re.sub(r"\s+", "", text) or not tokens:
-        raise TypeSyntaxError(f"unknown type {text!r}; use {TYPE_HELP}")
+        raise TypeSyntaxError(f"unknown type {text!r} (use {TYPE_HELP})")
     pos = 0
 
     def parse() -> TypeRef:
@@ -100,6 +105,11 @@ def parse_type(text: str, fields: tuple[tuple[str, TypeRef], ...] = ()) -> TypeR
             raise TypeSyntaxError(f"type {text!r} ends too early; use {TYPE_HELP}")
         name = tokens[pos]
         pos += 1
+        if name in ("[", "]", ","):
+            raise TypeSyntaxError(
+                f"type {text!r} has {name!r} where a type name belongs",
+                "write a type name inside the brackets, for example list[str]",
+            )
         if name in SCALARS:
             return TypeRef(name)
         if name == "object":
@@ -107,28 +117,63 @@ def parse_type(text: str, fields: tuple[tuple[str, TypeRef], ...] = ()) -> TypeR
         if name in ("list", "dict"):
             if pos >= len(tokens) or tokens[pos] != "[":
                 example = "list[str]" if name == "list" else "dict[str, str]"
-                raise TypeSyntaxError(f"type {text!r} needs an item type, for example {example!r}")
+                raise TypeSyntaxError(
+                    f"type {text!r} needs an item type, for example {example!r}",
+                    f"write {example}",
+                )
             pos += 1
             if name == "dict":
+                if tokens[pos : pos + 2] == ["str", "]"]:
+                    raise TypeSyntaxError(
+                        f"type {text!r} needs a value type",
+                        "write dict[str, T], for example dict[str, int]",
+                    )
                 if tokens[pos : pos + 2] != ["str", ","]:
                     raise TypeSyntaxError(
-                        f"type {text!r}: dict keys are always strings; write dict[str, T]"
+                        f"type {text!r}: dict keys are always strings",
+                        "write dict[str, T], for example dict[str, int]",
                     )
                 pos += 2
             item = parse()
             if pos >= len(tokens) or tokens[pos] != "]":
-                raise TypeSyntaxError(f"type {text!r} is missing a closing ']'")
+                raise TypeSyntaxError(
+                    f"type {text!r} is missing a closing ']'", "close every '[' with a ']'"
+                )
             pos += 1
             return TypeRef(name, item=item)
-        aliases = {"string": "str", "integer": "int", "boolean": "bool", "number": "float"}
-        hint = f"; did you mean {aliases[name]!r}?" if name in aliases else ""
-        raise TypeSyntaxError(f"unknown type {name!r} in {text!r}{hint} (use {TYPE_HELP})")
+        aliases = {
+            "string": "str",
+            "integer": "int",
+            "boolean": "bool",
+            "number": "float",
+            "double": "float",
+            "array": "list",
+            "map": "dict",
+            "mapping": "dict",
+        }
+        known = (*SCALARS, "list", "dict", "object")
+        lower = name.lower()
+        close = difflib.get_close_matches(lower, known, n=1, cutoff=0.75)
+        guess = lower if lower in known else aliases.get(lower) or (close[0] if close else None)
+        where = "" if name == text.strip() else f" in {text!r}"
+        if guess:
+            raise TypeSyntaxError(
+                f"unknown type {name!r}{where}; did you mean {guess!r}?",
+                f"write {guess!r} (types are {TYPE_HELP})",
+            )
+        raise TypeSyntaxError(f"unknown type {name!r}{where} (use {TYPE_HELP})")
 
     result = parse()
     if pos != len(tokens):
-        raise TypeSyntaxError(f"unexpected {''.join(tokens[pos:])!r} after type in {text!r}")
+        raise TypeSyntaxError(
+            f"unexpected {''.join(tokens[pos:])!r} after type in {text!r}",
+            f"only list and dict take brackets; types are {TYPE_HELP}",
+        )
     if fields:
         if result.kind != "object":
-            raise TypeSyntaxError(f"only type 'object' may declare nested fields, not {text!r}")
+            raise TypeSyntaxError(
+                f"only type 'object' may declare nested fields, not {text!r}",
+                "write type: object, or remove the nested fields",
+            )
         return TypeRef("object", fields=fields)
     return result

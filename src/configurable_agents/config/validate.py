@@ -19,12 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .conditions import ConditionError, compile_condition
-from .template import parse_template
 from ..exceptions import Issue, WorkflowValidationError
 from ..tools import ToolResolutionError, resolve_tool
+from .conditions import ConditionError, compile_condition
 from .loader import Document, Path_, load_document, parse_yaml
 from .schema import LLMConfig, Node, Workflow
+from .template import parse_template
 from .types import TypeRef, TypeSyntaxError
 
 START, END = "START", "END"
@@ -76,7 +76,12 @@ def validate_document(doc: Document) -> LoadedWorkflow:
     try:
         spec = Workflow.model_validate(doc.data)
     except ValidationError as exc:
-        for err in exc.errors(include_url=False):
+        errors = exc.errors(include_url=False)
+        typos = _typo_keys(errors)
+        for err in errors:
+            # 'promt:' gives "unknown key 'promt'" and "'prompt' is missing": report it once.
+            if err["type"] == "missing" and tuple(err["loc"]) in typos:
+                continue
             _pydantic_issue(col, err)
         _semantic_checks_on_raw(col, doc.data)
         raise WorkflowValidationError(_sorted(col.issues)) from None
@@ -94,6 +99,18 @@ def _sorted(issues: list[Issue]) -> list[Issue]:
 
 
 # --- shape errors from pydantic -------------------------------------------------------------
+
+
+def _typo_keys(errors: list[Any]) -> set[tuple[str | int, ...]]:
+    """Paths of required keys that are missing only because an unknown key misspells them."""
+    found = set()
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden" and loc:
+            close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(loc[:-1]), 1, 0.6)
+            if close:
+                found.add((*loc[:-1], close[0]))
+    return found
 
 
 def _pydantic_issue(col: _Collector, err: Any) -> None:
@@ -125,12 +142,49 @@ def _pydantic_issue(col: _Collector, err: Any) -> None:
             "use letters, digits and underscores, starting with a letter",
         )
     elif kind in ("value_error", "assertion_error"):
-        msg = str(err.get("ctx", {}).get("error", err["msg"]))
-        col.add(loc, f"{where}: {msg}", _value_hint(msg))
+        error = err.get("ctx", {}).get("error", err["msg"])
+        msg = str(error)
+        col.add(loc, f"{where}: {msg}", getattr(error, "hint", None) or _value_hint(msg))
     else:
         shown = err.get("input")
         got = f" (got {shown!r})" if not isinstance(shown, (dict, list)) else ""
-        col.add(loc, f"{where}: {err['msg'][0].lower()}{err['msg'][1:]}{got}", None)
+        col.add(
+            loc,
+            f"{where}: {err['msg'][0].lower()}{err['msg'][1:]}{got}",
+            _type_hint(kind, str(loc[-1]) if loc else "", err.get("ctx") or {}),
+        )
+
+
+def _type_hint(kind: str, key: str, ctx: dict[str, Any]) -> str | None:
+    """A fix for a value of the wrong type or out of range, from pydantic's error kind."""
+    if kind.startswith("int_"):
+        return f"write a whole number without quotes, e.g. {key}: 25"
+    if kind.startswith("float_"):
+        return f"write a number without quotes, e.g. {key}: 0.5"
+    if kind.startswith("bool_"):
+        return f"write {key}: true or {key}: false"
+    if kind.startswith("string_too_short"):
+        return f"{key} cannot be empty"
+    if kind.startswith("string_"):
+        return f'write text; quote it if it looks like a number: {key}: "..."'
+    if kind.startswith("list_") or kind == "too_short":
+        return f"write a list, e.g. {key}: [a, b]" + (
+            f" with at least {ctx['min_length']} item(s)" if "min_length" in ctx else ""
+        )
+    if kind in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
+        return f"write a mapping, e.g. {key}: {{name: value}}"
+    bounds = {
+        "greater_than": ("gt", "above"),
+        "greater_than_equal": ("ge", "at least"),
+        "less_than": ("lt", "below"),
+        "less_than_equal": ("le", "at most"),
+    }
+    if kind in bounds and bounds[kind][0] in ctx:
+        limit = ctx[bounds[kind][0]]
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)
+        return f"use a value {bounds[kind][1]} {limit}"
+    return None
 
 
 _MISSING_HINTS = {
@@ -148,12 +202,12 @@ _MISSING_HINTS = {
 
 
 def _value_hint(msg: str) -> str | None:
-    if "schema_version" in msg:
+    if "this version reads" in msg:
         return 'write schema_version: "1.0"'
-    if "did you mean" in msg:
-        return None
-    if "unknown type" in msg:
-        return "types are str, int, float, bool, list[T], dict[str, T] and object"
+    if "a route has either" in msg:
+        return "write {when: \"score >= 7\", to: <node>} or, as the last route, {default: true, to: <node>}"
+    if "an edge has either" in msg:
+        return "write {from: a, to: b}, or {from: a, routes: [...]} to branch"
     return None
 
 
@@ -187,11 +241,16 @@ def _describe(loc: Iterable[str | int], data: Any) -> str:
             value = value.get("fields", {}).get(nxt) if isinstance(value, dict) else None
             i += 2
             continue
-        parts.append(f"[{key}]" if isinstance(key, int) else str(key))
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        elif parts and not parts[-1].endswith("'"):  # after a plain key: config.llm
+            parts.append(f".{key}")
+        else:
+            parts.append(f" {key}" if parts else str(key))
         value = _child(value, key)
         i += 1
-    text = " ".join(parts).replace(" [", "[")
-    return text
+    return "".join(p if p.startswith(("[", ".", " ")) or not j else " " + p
+                   for j, p in enumerate(parts))
 
 
 def _has(seq: Any, index: int) -> bool:
@@ -285,7 +344,7 @@ def _check_state(col: _Collector, spec: Workflow) -> dict[str, TypeRef]:
         try:
             tref = fdef.type_ref()
         except TypeSyntaxError as exc:
-            col.add((*path, "type"), f"state field '{name}': {exc}")
+            col.add((*path, "type"), f"state field '{name}': {exc}", exc.hint)
             continue
         types_[name] = tref
         if fdef.default is not None:
@@ -293,8 +352,8 @@ def _check_state(col: _Collector, spec: Workflow) -> dict[str, TypeRef]:
             if problem:
                 col.add(
                     (*path, "default"),
-                    f"state field '{name}': default {fdef.default!r} is not a {tref} ({problem})",
-                    f"give a {tref} default or remove it",
+                    f"state field '{name}': default {fdef.default!r} is not {_a(tref)} ({problem})",
+                    f"give {_a(tref)} default or remove it",
                 )
         if fdef.required and fdef.default is not None:
             col.add(
@@ -303,6 +362,11 @@ def _check_state(col: _Collector, spec: Workflow) -> dict[str, TypeRef]:
                 "drop 'required: true' (the default is used) or drop the default",
             )
     return types_
+
+
+def _a(tref: TypeRef) -> str:
+    text = str(tref)
+    return ("an " if text[:1] in "aeiou" else "a ") + text
 
 
 def _value_problem(tref: TypeRef, value: Any) -> str | None:
@@ -381,7 +445,7 @@ def _check_outputs(col: _Collector, node: Node, base: Path_, state: dict[str, Ty
             try:
                 schema_fields[f.name] = (j, f.type_ref())
             except TypeSyntaxError as exc:
-                col.add((*fpath, "type"), f"node '{node.id}' output '{f.name}': {exc}")
+                col.add((*fpath, "type"), f"node '{node.id}' output '{f.name}': {exc}", exc.hint)
                 schema_fields[f.name] = (j, None)
     for j, out in enumerate(node.outputs):
         opath = (*base, "outputs", j)
@@ -430,12 +494,14 @@ def _check_edges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> 
     known = set(node_ids)
     targets: dict[str, list[str]] = {}
     first_edge: dict[str, int] = {}
+    dangling = False  # an edge names a node that does not exist
     for i, edge in enumerate(spec.edges):
         base: Path_ = ("edges", i)
         src = edge.from_
         if src == END:
             col.add((*base, "from"), "an edge cannot start at END", "END is where a run stops")
         elif src != START and src not in known:
+            dangling = True
             col.add(
                 (*base, "from"),
                 f"edge from '{src}': no node has that id",
@@ -479,6 +545,7 @@ def _check_edges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> 
             if dst == START:
                 col.add(dpath, "an edge cannot lead to START", "START is where a run begins")
             elif dst != END and dst not in known:
+                dangling = True
                 col.add(
                     dpath,
                     f"edge from '{src}' goes to '{dst}': no node has that id",
@@ -491,6 +558,10 @@ def _check_edges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> 
             "no edge starts at START, so the run has no first node",
             f"add {{from: START, to: {node_ids[0]}}}",
         )
+        return
+    if dangling:
+        # Reachability follows from fixing the misnamed edges; reporting it now would only
+        # repeat the same mistake as "unreachable" / "cannot reach END" noise.
         return
     reachable = _walk(START, targets)
     for i, node_id in enumerate(node_ids):
@@ -505,18 +576,33 @@ def _check_edges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> 
         for dst in dsts:
             reverse.setdefault(dst, []).append(src)
     reaches_end = _walk(END, reverse)
+    stuck = {n for n in node_ids if n in reachable and n not in reaches_end}
+    dead_ends = {n for n in stuck if not targets.get(n)}
+    # Nodes that only get stuck by running into a dead end are fixed with that dead end; report
+    # the dead ends, and the loops that have no way out at all.
+    leads_to_dead_end = _walk_many(dead_ends, reverse)
     for i, node_id in enumerate(node_ids):
-        if node_id in reachable and node_id not in reaches_end:
-            hint = (
-                f"add {{from: {node_id}, to: END}} or an edge to a later node"
-                if node_id not in targets
-                else "make one of its routes lead (eventually) to END"
+        if node_id in dead_ends:
+            col.add(
+                ("nodes", i, "id"),
+                f"node '{node_id}' cannot reach END: no edge leaves it",
+                f"add {{from: {node_id}, to: END}} or an edge to a later node",
             )
-            col.add(("nodes", i, "id"), f"node '{node_id}' cannot reach END", hint)
+        elif node_id in stuck and node_id not in leads_to_dead_end:
+            col.add(
+                ("nodes", i, "id"),
+                f"node '{node_id}' cannot reach END",
+                f"every path from '{node_id}' loops back; make one of its edges or routes "
+                "lead (eventually) to END",
+            )
 
 
 def _walk(start: str, graph: dict[str, list[str]]) -> set[str]:
-    seen, todo = {start}, [start]
+    return _walk_many({start}, graph)
+
+
+def _walk_many(starts: set[str], graph: dict[str, list[str]]) -> set[str]:
+    seen, todo = set(starts), list(starts)
     while todo:
         for nxt in graph.get(todo.pop(), []):
             if nxt not in seen:

@@ -34,11 +34,13 @@ def merge_llm(base: LLMConfig, override: LLMConfig | None) -> LLMConfig:
     merged = base.model_dump()
     if override is not None:
         merged.update(override.model_dump(exclude_unset=True))
-    if override is not None and "provider" in override.model_fields_set and (
-        "model" not in override.model_fields_set
+    if (
+        override is not None
+        and "provider" in override.model_fields_set
+        and "model" not in override.model_fields_set
+        and override.provider != base.provider
     ):
-        if override.provider != base.provider:
-            merged["model"] = None  # a different provider does not inherit the model name
+        merged["model"] = None  # a different provider does not inherit the model name
     merged["provider"] = merged["provider"] or DEFAULT_PROVIDER
     return LLMConfig(**merged)
 

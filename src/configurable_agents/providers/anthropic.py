@@ -17,7 +17,8 @@ def create(llm: LLMConfig) -> BaseChatModel:
     }
     if llm.temperature is not None:
         kwargs["temperature"] = llm.temperature
-    return ChatAnthropic(**kwargs)
+    model: BaseChatModel = ChatAnthropic(**kwargs)
+    return model
 
 
 INFO = ProviderInfo(

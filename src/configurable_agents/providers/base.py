@@ -58,6 +58,10 @@ class StructuredReply:
     parsed: Any
     error: str | None
 
+    def as_langchain(self) -> dict[str, Any]:
+        """The ``with_structured_output(include_raw=True)`` shape LangChain models return."""
+        return {"raw": self.raw, "parsed": self.parsed, "parsing_error": self.error}
+
 
 def parse_json_reply(message: AIMessage) -> StructuredReply:
     """Parse a JSON object from a model's text reply (tolerates ``` fences)."""
@@ -88,12 +92,12 @@ def invoke_structured(
     runnable = model.with_structured_output(schema, include_raw=True)
     if kwargs:
         runnable = runnable.bind(**kwargs)  # type: ignore[attr-defined]
-    out = runnable.invoke(messages, config=config)
+    out: Any = runnable.invoke(messages, config=config)
     raw = out.get("raw")
     if not isinstance(raw, AIMessage):
         raw = AIMessage(content=str(raw))
     error = out.get("parsing_error")
-    parsed = out.get("parsed")
+    parsed: Any = out.get("parsed")
     if hasattr(parsed, "model_dump"):
         parsed = parsed.model_dump()
     return StructuredReply(raw, parsed, str(error) if error else None)

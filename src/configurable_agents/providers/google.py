@@ -16,7 +16,8 @@ def create(llm: LLMConfig) -> BaseChatModel:
         kwargs["temperature"] = llm.temperature
     if llm.max_tokens is not None:
         kwargs["max_output_tokens"] = llm.max_tokens
-    return ChatGoogleGenerativeAI(**kwargs)
+    model: BaseChatModel = ChatGoogleGenerativeAI(**kwargs)
+    return model
 
 
 INFO = ProviderInfo(

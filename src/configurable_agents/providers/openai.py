@@ -20,7 +20,8 @@ def create(llm: LLMConfig) -> BaseChatModel:
         kwargs["base_url"] = llm.base_url
     if llm.seed is not None:
         kwargs["seed"] = llm.seed
-    return ChatOpenAI(**kwargs)
+    model: BaseChatModel = ChatOpenAI(**kwargs)
+    return model
 
 
 INFO = ProviderInfo(

@@ -110,7 +110,7 @@ class TestChatModel(BaseChatModel):
         self, schema: dict[str, Any], *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, Any]:
         bound = self.bind(ca_schema=schema)
-        parse = RunnableLambda(lambda m: parse_json_reply(m).__dict__)
+        parse: Runnable[Any, Any] = RunnableLambda(lambda m: parse_json_reply(m).as_langchain())
         return bound | parse if include_raw else bound | parse | (lambda d: d["parsed"])
 
 

@@ -48,11 +48,14 @@ def run_workflow(
     inputs: Mapping[str, Any] | None = None,
     *,
     on_event: EventHandler | None = None,
+    callbacks: list[Any] | None = None,
 ) -> RunResult:
     """Run a workflow once and return its ``RunResult``.
 
     ``workflow`` is a path, a ``load_workflow`` result, or a ``compile_workflow`` result
-    (compile once to run many times). Bad files and inputs raise ``UserError`` subclasses
+    (compile once to run many times). ``on_event(kind, node_run)`` is called at each node's
+    start and end; ``callbacks`` are LangChain callback handlers passed to every model call.
+    Bad files and inputs raise ``UserError`` subclasses
     before any model is called; a run that starts and fails returns ``status="failed"``
     with ``error`` set (``raise_for_status()`` raises it).
     """
@@ -60,10 +63,12 @@ def run_workflow(
     state = initial_state(compiled, inputs or {})
     ctx = RunContext(state, on_event)
     max_steps = compiled.workflow.spec.config.execution.max_steps
-    config = {"recursion_limit": max_steps, "configurable": {"ca_run": ctx}}
+    config: dict[str, Any] = {"recursion_limit": max_steps, "configurable": {"ca_run": ctx}}
+    if callbacks:
+        config["callbacks"] = callbacks
     error: RunError | None = None
     try:
-        final = compiled.graph().invoke(state, config=config)  # type: ignore[arg-type]
+        final = compiled.graph().invoke(state, config=config)  # type: ignore[call-overload]
     except GraphRecursionError:
         error = MaxStepsExceededError(
             f"workflow '{compiled.name}' ran more than execution.max_steps={max_steps} node "

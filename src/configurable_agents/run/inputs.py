@@ -89,9 +89,7 @@ def coerce_inputs(
             values[key] = _convert(value, types[key])
         except ValueError as exc:
             issues.append(Issue(f"input '{key}': {exc}", hint=_hint(types[key])))
-    missing = [
-        name for name, f in spec.state.fields.items() if f.required and name not in values
-    ]
+    missing = [name for name, f in spec.state.fields.items() if f.required and name not in values]
     for name in missing:
         if name not in raw:
             issues.append(

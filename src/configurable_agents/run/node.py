@@ -82,7 +82,7 @@ def _execute(
         return _structured_output(node, messages, config, ctx, record)
     except ConfigurableAgentsError:
         raise
-    except Exception as exc:  # the provider's own errors (network, auth, rate limits)
+    except Exception as exc:
         raise ProviderError(
             f"node '{node.id}': provider '{node.provider.name}' failed: "
             f"{type(exc).__name__}: {exc}",
@@ -119,7 +119,7 @@ def _tool_loop(
             else:
                 try:
                     result = str(tool.invoke(call["args"], config=config))
-                except Exception as exc:  # a tool's failure is the model's to handle
+                except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's to handle
                     result, error = f"error: {type(exc).__name__}: {exc}", True
             record.tool_calls.append(
                 ToolCall(
@@ -149,7 +149,9 @@ def _structured_output(
             if node.provider.name == "test"
             else {}
         )
-        reply = invoke_structured(node.model, node.json_schema, messages + feedback, config, **extra)
+        reply = invoke_structured(
+            node.model, node.json_schema, messages + feedback, config, **extra
+        )
         _account(record, reply.raw)
         shown = reply.raw.content if isinstance(reply.raw.content, str) else str(reply.raw.content)
         if not shown and reply.parsed is not None:

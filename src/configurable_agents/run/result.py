@@ -70,10 +70,7 @@ class NodeRun:
             "retries": self.retries,
             "llm_calls": self.llm_calls,
             "usage": self.usage.to_dict(),
-            "tool_calls": [
-                {k: v for k, v in asdict(t).items() if k != "duration_ms" or True}
-                for t in self.tool_calls
-            ],
+            "tool_calls": [asdict(t) for t in self.tool_calls],
         }
         if detail:
             data.update(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,8 +34,10 @@ _CONSTANTS = {"pi": math.pi, "e": math.e}
 
 
 def _evaluate(node: ast.AST) -> float | int:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value  # type: ignore[no-any-return]
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        if isinstance(node.value, bool):
+            raise ValueError("true/false are not numbers")
+        return node.value
     if isinstance(node, ast.Name) and node.id in _CONSTANTS:
         return _CONSTANTS[node.id]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
@@ -52,7 +54,8 @@ def _evaluate(node: ast.AST) -> float | int:
         and node.func.id in _FUNCTIONS
         and not node.keywords
     ):
-        return _FUNCTIONS[node.func.id](*(_evaluate(a) for a in node.args))  # type: ignore[no-any-return]
+        function: Any = _FUNCTIONS[node.func.id]
+        return function(*(_evaluate(a) for a in node.args))  # type: ignore[no-any-return]
     raise ValueError(f"'{ast.unparse(node)}' is not arithmetic")
 
 
@@ -83,7 +86,7 @@ def calculator(expression: str) -> str:
 def current_time(timezone_name: str = "UTC") -> str:
     """Return the current date and time in ISO 8601 for a time zone (default UTC)."""
     try:
-        tz = timezone.utc if timezone_name.upper() == "UTC" else ZoneInfo(timezone_name)
+        tz = UTC if timezone_name.upper() == "UTC" else ZoneInfo(timezone_name)
     except (ZoneInfoNotFoundError, ValueError):
         return f"error: unknown time zone {timezone_name!r}"
     return datetime.now(tz).isoformat(timespec="seconds")

@@ -1,0 +1,105 @@
+"""How runs look on a terminal: per-node progress, outputs, totals."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.status import Status
+from rich.syntax import Syntax
+
+from ..run.result import NodeRun, RunResult
+
+
+def _duration(ms: float) -> str:
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+class Progress:
+    """Prints one line per finished node (with elapsed time) and a spinner for the running one."""
+
+    def __init__(self, console: Console, verbose: bool = False) -> None:
+        self.console = console
+        self.verbose = verbose
+        self.started = time.perf_counter()
+        self._status: Status | None = None
+
+    def event(self, kind: str, record: NodeRun) -> None:
+        if kind == "node_start":
+            label = f"running [bold]{escape(record.node)}[/bold]"
+            if record.visit:
+                label += f" (visit {record.visit + 1})"
+            if self.console.is_terminal:
+                if self._status is None:
+                    self._status = self.console.status(label)
+                    self._status.start()
+                else:
+                    self._status.update(label)
+            return
+        elapsed = time.perf_counter() - self.started
+        mark = "[green]✓[/green]" if record.status == "succeeded" else "[red]✗[/red]"
+        visit = f" #{record.visit + 1}" if record.visit else ""
+        details = [_duration(record.duration_ms)]
+        if record.usage.total_tokens:
+            details.append(f"{record.usage.input_tokens}→{record.usage.output_tokens} tokens")
+        if record.retries:
+            details.append(f"{record.retries} retr{'y' if record.retries == 1 else 'ies'}")
+        if record.tool_calls:
+            details.append(f"{len(record.tool_calls)} tool call(s)")
+        self.console.print(
+            f"{mark} [bold]{escape(record.node)}{visit}[/bold]  "
+            f"[dim]{escape(' · '.join(details))}  (at {elapsed:.1f} s)[/dim]"
+        )
+        if self.verbose:
+            self._details(record)
+
+    def _details(self, record: NodeRun) -> None:
+        self.console.print(Panel(escape(record.prompt), title="prompt", title_align="left"))
+        for call in record.tool_calls:
+            self.console.print(
+                f"  [dim]tool[/dim] {escape(call.name)}({escape(json.dumps(call.args))}) → "
+                f"{escape(call.result[:500])}"
+            )
+        for i, response in enumerate(record.responses):
+            self.console.print(
+                Panel(escape(response), title=f"response {i + 1}", title_align="left")
+            )
+        for error in record.validation_errors:
+            self.console.print(f"  [yellow]invalid output:[/yellow] {escape(error)}")
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+def _show(value: Any) -> Any:
+    if isinstance(value, str):
+        return escape(value) if value else "[dim](empty)[/dim]"
+    return Syntax(json.dumps(value, indent=2, ensure_ascii=False), "json", word_wrap=True)
+
+
+def print_result(result: RunResult, out: Console, err: Console) -> None:
+    """Outputs on stdout; status, totals and errors on stderr."""
+    if result.succeeded:
+        for name, value in result.outputs.items():
+            out.print(Panel(_show(value), title=f"[bold]{escape(name)}[/bold]", title_align="left"))
+    u = result.usage
+    err.print(
+        f"Workflow tokens: {u.total_tokens} ({u.input_tokens} in, {u.output_tokens} out) · "
+        f"{len(result.nodes)} node run(s) · {_duration(result.duration_ms)}"
+    )
+    if result.error is not None:
+        node = f" in node '{escape(result.error.node)}'" if result.error.node else ""
+        err.print(
+            f"[red]run failed{node}:[/red] {escape(result.error.type)}: "
+            f"{escape(result.error.message)}"
+        )

@@ -1,0 +1,24 @@
+"""User tools referenced from test workflows as 'sample_tools:<name>'."""
+
+from __future__ import annotations
+
+import time
+
+
+def shout(text: str) -> str:
+    """Return the text in capitals."""
+    return text.upper()
+
+
+def slow(seconds: float = 5.0) -> str:
+    """Sleep for a while (used to trigger node timeouts)."""
+    time.sleep(seconds)
+    return "slept"
+
+
+def broken(text: str) -> str:
+    """Always fails."""
+    raise RuntimeError("tool exploded")
+
+
+NOT_CALLABLE = 42

@@ -61,8 +61,6 @@ def test_api_key_problem_is_reported(monkeypatch):
 
 
 def test_output_schema_defaults_to_state_types(write_workflow):
-    text = MINIMAL.replace(
-        "    output_schema:\n      fields: [{name: article, type: str}]\n", ""
-    )
+    text = MINIMAL.replace("    output_schema:\n      fields: [{name: article, type: str}]\n", "")
     result = configurable_agents.run_workflow(write_workflow(text), {"topic": "x"})
     assert result.succeeded and result.outputs == {"article": "test article"}

@@ -98,7 +98,7 @@ def test_validate_command(write_workflow):
     ok = cli("validate", EXAMPLES / "review_loop.yaml")
     assert ok.returncode == 0 and "is valid" in ok.stdout
     bad = cli("validate", write_workflow("schema_version: '2.0'\n"))
-    assert bad.returncode == 2 and "schema_version '2.0' is not supported" in bad.stderr
+    assert bad.returncode == 2 and "'2.0' is not supported" in bad.stderr
 
 
 def test_json_mode_reports_bad_input_as_json(write_workflow):

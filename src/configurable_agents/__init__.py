@@ -5,8 +5,8 @@ Architecture, in folder order: ``config`` (file format, loading, validation) →
 per chat-model provider) and ``tools`` (the tool registry). ``cli`` is the command line.
 """
 
-from .compile import CompiledWorkflow, compile_workflow
-from .config import LoadedWorkflow, Workflow, check_environment, load_workflow, load_workflow_text
+import typing as _typing
+
 from .exceptions import (
     ConfigurableAgentsError,
     InputError,
@@ -22,7 +22,43 @@ from .exceptions import (
     WorkflowFileError,
     WorkflowValidationError,
 )
-from .run import NodeRun, RunResult, TokenUsage, run_workflow
+
+if _typing.TYPE_CHECKING:
+    from .compile import CompiledWorkflow, compile_workflow
+    from .config import (
+        LoadedWorkflow,
+        Workflow,
+        check_environment,
+        load_workflow,
+        load_workflow_text,
+    )
+    from .run import NodeRun, RunResult, TokenUsage, run_workflow
+
+# Heavy parts (LangGraph, LangChain) load on first use, so `configurable-agents --help` is fast.
+_LAZY = {
+    "CompiledWorkflow": "compile",
+    "compile_workflow": "compile",
+    "LoadedWorkflow": "config",
+    "Workflow": "config",
+    "check_environment": "config",
+    "load_workflow": "config",
+    "load_workflow_text": "config",
+    "NodeRun": "run",
+    "RunResult": "run",
+    "TokenUsage": "run",
+    "run_workflow": "run",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -12,7 +12,8 @@ from rich.panel import Panel
 from rich.status import Status
 from rich.syntax import Syntax
 
-from ..run.result import NodeRun, RunResult
+if TYPE_CHECKING:
+    from ..run.result import NodeRun, RunResult
 
 
 def _duration(ms: float) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -14,7 +15,13 @@ from ..config.schema import LLMConfig, Node
 from ..config.template import Template, parse_template
 from ..config.types import TypeRef
 from ..config.validate import LoadedWorkflow, resolve_model_path
-from ..providers import PROVIDERS, ProviderInfo, create_chat_model, merge_llm
+from ..providers import (
+    PROVIDERS,
+    ProviderInfo,
+    create_chat_model,
+    merge_llm,
+    structured_runnable,
+)
 from ..tools import resolve_tool
 
 if TYPE_CHECKING:
@@ -33,10 +40,17 @@ class CompiledNode:
     tools: list[BaseTool]
     timeout_seconds: float
     max_retries: int
+    _structured: Runnable[Any, Any] | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
         return self.spec.id
+
+    def structured(self) -> Runnable[Any, Any]:
+        """The model asked for this node's output schema (built once, on first use)."""
+        if self._structured is None:
+            self._structured = structured_runnable(self.model, self.json_schema)
+        return self._structured
 
     @property
     def model_name(self) -> str:

@@ -172,7 +172,7 @@ class _Checker:
     def visit_Compare(self, node: ast.Compare) -> tuple[TypeRef, Evaluator]:
         left_kind, left = self.visit(node.left)
         steps: list[tuple[Callable[[Any, Any], bool], Evaluator]] = []
-        for op, right_node in zip(node.ops, node.comparators):
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
             right_kind, right = self.visit(right_node)
             self._check_compare(op, left_kind, right_kind, node)
             steps.append((_COMPARE[type(op)], right))

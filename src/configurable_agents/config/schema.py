@@ -195,7 +195,7 @@ class Workflow(_Section):
     def _version(cls, value: Any) -> str:
         if str(value) != SCHEMA_VERSION:
             raise ValueError(
-                f'{value!r} is not supported; this version reads "{SCHEMA_VERSION}"'
+                f'schema_version {value!r} is not supported; this version reads "{SCHEMA_VERSION}"'
             )
         return SCHEMA_VERSION
 

@@ -138,4 +138,6 @@ def _bad_placeholder(inner: str, offset: int) -> TemplateProblem:
         if field
         else "placeholders are {field_name}; write {{ and }} for literal braces (e.g. JSON)"
     )
-    return TemplateProblem(f"placeholder {shown} uses {what}; only {{field}} is allowed", hint, offset)
+    return TemplateProblem(
+        f"placeholder {shown} uses {what}; only {{field}} is allowed", hint, offset
+    )

@@ -10,7 +10,10 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
+
+from pydantic import TypeAdapter
 
 SCALARS = ("str", "int", "float", "bool")
 TYPE_HELP = "str, int, float, bool, list[T], dict[str, T] or object"
@@ -93,7 +96,7 @@ def parse_type(text: str, fields: tuple[tuple[str, TypeRef], ...] = ()) -> TypeR
     ``fields`` are the nested fields declared for an ``object`` at the top level.
     """
     if not isinstance(text, str):
-        raise TypeSyntaxError(f"a type must be a string such as \"str\", got {text!r}")
+        raise TypeSyntaxError(f'a type must be a string such as "str", got {text!r}')
     tokens = _TOKEN.findall(text)
     if "".join(tokens) != re.sub(r"\s+", "", text) or not tokens:
         raise TypeSyntaxError(f"unknown type {text!r} (use {TYPE_HELP})")
@@ -177,3 +180,9 @@ def parse_type(text: str, fields: tuple[tuple[str, TypeRef], ...] = ()) -> TypeR
             )
         return TypeRef("object", fields=fields)
     return result
+
+
+@lru_cache(maxsize=1024)
+def type_adapter(tref: TypeRef) -> TypeAdapter[Any]:
+    """The (cached) pydantic adapter that validates values of type ``tref``."""
+    return TypeAdapter(tref.annotation())

@@ -23,7 +23,7 @@ from ..exceptions import Issue, WorkflowValidationError
 from ..tools import ToolResolutionError, resolve_tool
 from .conditions import ConditionError, compile_condition
 from .loader import Document, Path_, load_document, parse_yaml
-from .schema import LLMConfig, Node, Workflow
+from .schema import Config, Edge, LLMConfig, Node, State, Workflow
 from .template import parse_template
 from .types import TypeRef, TypeSyntaxError
 
@@ -54,7 +54,9 @@ class _Collector:
         self.doc = doc
         self.issues: list[Issue] = []
 
-    def add(self, path: Path_, message: str, hint: str | None = None, line: int | None = None):
+    def add(
+        self, path: Path_, message: str, hint: str | None = None, line: int | None = None
+    ) -> None:
         self.issues.append(
             Issue(message, file=self.doc.file, line=line or self.doc.line_of(path), hint=hint)
         )
@@ -84,10 +86,11 @@ def validate_document(doc: Document) -> LoadedWorkflow:
                 continue
             _pydantic_issue(col, err)
         _semantic_checks_on_raw(col, doc.data)
+        _check_valid_sections(col, doc.data)
         raise WorkflowValidationError(_sorted(col.issues)) from None
-    state_types = _check_state(col, spec)
-    _check_nodes(col, spec, state_types)
-    _check_edges(col, spec, state_types)
+    state_types = _check_state(col, spec.state)
+    _check_nodes(col, spec.nodes, spec.config.llm, state_types)
+    _check_edges(col, spec.nodes, spec.edges, state_types)
     if col.issues:
         raise WorkflowValidationError(_sorted(col.issues))
     return LoadedWorkflow(spec=spec, file=doc.file, document=doc, state_types=state_types)
@@ -95,7 +98,7 @@ def validate_document(doc: Document) -> LoadedWorkflow:
 
 def _sorted(issues: list[Issue]) -> list[Issue]:
     unique = list(dict.fromkeys(issues))
-    return sorted(unique, key=lambda i: (i.line or 0))
+    return sorted(unique, key=lambda i: i.line or 0)
 
 
 # --- shape errors from pydantic -------------------------------------------------------------
@@ -144,7 +147,9 @@ def _pydantic_issue(col: _Collector, err: Any) -> None:
     elif kind in ("value_error", "assertion_error"):
         error = err.get("ctx", {}).get("error", err["msg"])
         msg = str(error)
-        col.add(loc, f"{where}: {msg}", getattr(error, "hint", None) or _value_hint(msg))
+        # A message that already names its key ("schema_version '2.0' is ...") needs no prefix.
+        text = msg if len(loc) == 1 and msg.startswith(f"{loc[0]} ") else f"{where}: {msg}"
+        col.add(loc, text, getattr(error, "hint", None) or _value_hint(msg))
     else:
         shown = err.get("input")
         got = f" (got {shown!r})" if not isinstance(shown, (dict, list)) else ""
@@ -193,7 +198,7 @@ _MISSING_HINTS = {
     "state": "add state: {fields: {topic: {type: str, required: true}}}",
     "nodes": "add a nodes: list with at least one node",
     "edges": "add edges, starting with {from: START, to: <first node>}",
-    "prompt": "add prompt: \"...{field}...\"",
+    "prompt": 'add prompt: "...{field}..."',
     "outputs": "add outputs: [<state field>]",
     "type": "add type: str (or int, float, bool, list[T], dict[str, T], object)",
     "from": "add from: <node id or START>",
@@ -205,7 +210,10 @@ def _value_hint(msg: str) -> str | None:
     if "this version reads" in msg:
         return 'write schema_version: "1.0"'
     if "a route has either" in msg:
-        return "write {when: \"score >= 7\", to: <node>} or, as the last route, {default: true, to: <node>}"
+        return (
+            'write {when: "score >= 7", to: <node>} or, as the last route, '
+            "{default: true, to: <node>}"
+        )
     if "an edge has either" in msg:
         return "write {from: a, to: b}, or {from: a, routes: [...]} to branch"
     return None
@@ -223,9 +231,14 @@ def _describe(loc: Iterable[str | int], data: Any) -> str:
         key = loc[i]
         nxt = loc[i + 1] if i + 1 < len(loc) else None
         if key in ("nodes", "edges") and isinstance(nxt, int):
-            item = value.get(key)[nxt] if isinstance(value, dict) and _has(value.get(key), nxt) else None
+            seq = value.get(key) if isinstance(value, dict) else None
+            item = seq[nxt] if isinstance(seq, list) and _has(seq, nxt) else None
             if key == "nodes":
-                label = f"node '{item['id']}'" if isinstance(item, dict) and "id" in item else f"nodes[{nxt}]"
+                label = (
+                    f"node '{item['id']}'"
+                    if isinstance(item, dict) and "id" in item
+                    else f"nodes[{nxt}]"
+                )
             else:
                 label = (
                     f"edge from '{item['from']}'"
@@ -249,8 +262,9 @@ def _describe(loc: Iterable[str | int], data: Any) -> str:
             parts.append(f" {key}" if parts else str(key))
         value = _child(value, key)
         i += 1
-    return "".join(p if p.startswith(("[", ".", " ")) or not j else " " + p
-                   for j, p in enumerate(parts))
+    return "".join(
+        p if p.startswith(("[", ".", " ")) or not j else " " + p for j, p in enumerate(parts)
+    )
 
 
 def _has(seq: Any, index: int) -> bool:
@@ -312,6 +326,33 @@ def _semantic_checks_on_raw(col: _Collector, data: Any) -> None:
         _check_duplicate_ids(col, [n.get("id") if isinstance(n, dict) else None for n in nodes])
 
 
+def _check_valid_sections(col: _Collector, data: Any) -> None:
+    """When the file's shape is broken somewhere, still run the cross-section rules on the
+    sections that are well-formed, so that one pass reports as much as possible."""
+    if not isinstance(data, dict):
+        return
+
+    def valid(model: type[BaseModel], value: Any) -> Any:
+        try:
+            return model.model_validate(value)
+        except ValidationError:
+            return None
+
+    state = valid(State, data.get("state"))
+    if state is None:
+        return
+    config = valid(Config, data.get("config") or {}) or Config()
+    state_types = _check_state(col, state)
+    raw_nodes, raw_edges = data.get("nodes"), data.get("edges")
+    nodes = [valid(Node, n) for n in raw_nodes] if isinstance(raw_nodes, list) else []
+    if not nodes or not all(nodes):
+        return
+    _check_nodes(col, nodes, config.llm, state_types)
+    edges = [valid(Edge, e) for e in raw_edges] if isinstance(raw_edges, list) else []
+    if edges and all(edges):
+        _check_edges(col, nodes, edges, state_types)
+
+
 def _check_duplicate_ids(col: _Collector, ids: list[Any]) -> None:
     seen: dict[Any, int] = {}
     for i, node_id in enumerate(ids):
@@ -331,9 +372,9 @@ def _check_duplicate_ids(col: _Collector, ids: list[Any]) -> None:
 # --- cross-section rules --------------------------------------------------------------------
 
 
-def _check_state(col: _Collector, spec: Workflow) -> dict[str, TypeRef]:
+def _check_state(col: _Collector, state: State) -> dict[str, TypeRef]:
     types_: dict[str, TypeRef] = {}
-    for name, fdef in spec.state.fields.items():
+    for name, fdef in state.fields.items():
         path: Path_ = ("state", "fields", name)
         if not name.isidentifier() or keyword.iskeyword(name) or name in _RESERVED_FIELDS:
             col.add(
@@ -380,16 +421,18 @@ def _value_problem(tref: TypeRef, value: Any) -> str | None:
     return None
 
 
-def _check_nodes(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> None:
-    _check_duplicate_ids(col, [n.id for n in spec.nodes])
-    node_ids = {n.id for n in spec.nodes}
-    for i, node in enumerate(spec.nodes):
+def _check_nodes(
+    col: _Collector, nodes: list[Node], base_llm: LLMConfig, state: dict[str, TypeRef]
+) -> None:
+    _check_duplicate_ids(col, [n.id for n in nodes])
+    node_ids = {n.id for n in nodes}
+    for i, node in enumerate(nodes):
         base: Path_ = ("nodes", i)
         if node.id in (START, END):
             col.add((*base, "id"), f"'{node.id}' is reserved and cannot be a node id", "rename it")
         _check_prompt(col, node, base, state)
         _check_outputs(col, node, base, state)
-        llm = _effective_llm(spec.config.llm, node.llm)
+        llm = _effective_llm(base_llm, node.llm)
         for j, tool in enumerate(node.tools):
             try:
                 resolve_tool(tool)
@@ -406,7 +449,7 @@ def _check_nodes(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> 
                     "give this node a tool-calling provider in its llm: section "
                     "(openai, anthropic, google, ollama, or test for offline runs)",
                 )
-    responses = spec.config.llm.responses or {}
+    responses = base_llm.responses or {}
     for node_id in responses:
         if node_id not in node_ids:
             col.add(
@@ -489,13 +532,15 @@ def _did_you_mean(name: str, options: Iterable[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
-def _check_edges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> None:
-    node_ids = [n.id for n in spec.nodes]
+def _check_edges(
+    col: _Collector, nodes: list[Node], edges: list[Edge], state: dict[str, TypeRef]
+) -> None:
+    node_ids = [n.id for n in nodes]
     known = set(node_ids)
     targets: dict[str, list[str]] = {}
     first_edge: dict[str, int] = {}
     dangling = False  # an edge names a node that does not exist
-    for i, edge in enumerate(spec.edges):
+    for i, edge in enumerate(edges):
         base: Path_ = ("edges", i)
         src = edge.from_
         if src == END:
@@ -512,7 +557,8 @@ def _check_edges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> 
                 base,
                 f"'{src}' has more than one outgoing edge (first at line "
                 f"{col.doc.line_of(('edges', first_edge[src]))})",
-                "branch with one edge that has routes: [{when: ..., to: ...}, {default: true, to: ...}]",
+                "branch with one edge that has routes: "
+                "[{when: ..., to: ...}, {default: true, to: ...}]",
             )
         else:
             first_edge[src] = i
@@ -634,7 +680,9 @@ def check_environment(workflow: LoadedWorkflow) -> None:
                 reported.add(message)
                 col.add(path, message, hint)
         if info.name == "local":
-            _check_local_model(col, workflow, llm, ("nodes", i) if node.llm else ("config", "llm"), reported)
+            _check_local_model(
+                col, workflow, llm, ("nodes", i) if node.llm else ("config", "llm"), reported
+            )
     if col.issues:
         raise WorkflowValidationError(_sorted(col.issues))
 

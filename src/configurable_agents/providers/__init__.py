@@ -12,7 +12,7 @@ from langchain_core.language_models import BaseChatModel
 from ..config.schema import LLMConfig
 from ..exceptions import MissingExtraError
 from . import anthropic, google, local, ollama, openai, test
-from .base import ProviderInfo, StructuredReply, invoke_structured
+from .base import ProviderInfo, StructuredReply, invoke_structured, structured_runnable
 
 __all__ = [
     "PROVIDERS",
@@ -21,6 +21,7 @@ __all__ = [
     "create_chat_model",
     "invoke_structured",
     "merge_llm",
+    "structured_runnable",
 ]
 
 PROVIDERS: dict[str, ProviderInfo] = {

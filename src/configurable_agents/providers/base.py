@@ -10,6 +10,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable
 
 from ..config.schema import LLMConfig
 
@@ -81,15 +82,18 @@ def _text_of(content: list[Any]) -> str:
     return "".join(c if isinstance(c, str) else str(c.get("text", "")) for c in content)
 
 
+def structured_runnable(model: BaseChatModel, schema: dict[str, Any]) -> Runnable[Any, Any]:
+    """``model`` asked for a JSON object matching ``schema`` through its native mechanism."""
+    return model.with_structured_output(schema, include_raw=True)
+
+
 def invoke_structured(
-    model: BaseChatModel,
-    schema: dict[str, Any],
+    runnable: Runnable[Any, Any],
     messages: list[BaseMessage],
     config: Any = None,
     **kwargs: Any,
 ) -> StructuredReply:
-    """Ask ``model`` for a JSON object matching ``schema`` through its native mechanism."""
-    runnable = model.with_structured_output(schema, include_raw=True)
+    """Call a ``structured_runnable`` and normalise its answer."""
     if kwargs:
         runnable = runnable.bind(**kwargs)  # type: ignore[attr-defined]
     out: Any = runnable.invoke(messages, config=config)

@@ -1,9 +1,17 @@
-"""Run a workflow: inputs → initial state → LangGraph → ``RunResult``."""
+"""Run a workflow: inputs → initial state → LangGraph → ``RunResult``.
+
+Node timeouts: the graph runs in a worker thread (one hop per run, not per node) while the
+calling thread waits on the run context, which always knows the running node's deadline. A node
+past its deadline fails the run with ``NodeTimeoutError`` at once; its worker cannot be killed,
+so it finishes in the background and starts no further node.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +19,48 @@ from langgraph.errors import GraphRecursionError
 
 from ..compile.plan import CompiledWorkflow, compile_workflow
 from ..config.validate import LoadedWorkflow, check_environment, load_workflow
-from ..exceptions import MaxStepsExceededError, RunError
+from ..exceptions import MaxStepsExceededError, NodeTimeoutError, RunError
 from .context import EventHandler, RunContext
 from .inputs import coerce_inputs
 from .result import RunErrorInfo, RunResult, TokenUsage
 
 WorkflowLike = str | Path | LoadedWorkflow | CompiledWorkflow
+_workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="ca-run")
+
+
+def _invoke_with_node_timeouts(
+    compiled: CompiledWorkflow, state: dict[str, Any], config: dict[str, Any], ctx: RunContext
+) -> dict[str, Any]:
+    graph = compiled.graph()
+    work = contextvars.copy_context()
+    invoke: Any = graph.invoke
+    future: Future[dict[str, Any]] = _workers.submit(work.run, invoke, state, config)
+
+    def wake(_: Future[dict[str, Any]]) -> None:
+        with ctx.changed:
+            ctx.changed.notify_all()
+
+    future.add_done_callback(wake)
+    with ctx.changed:
+        while not future.done():
+            deadline = ctx.deadline
+            if deadline is None:
+                ctx.changed.wait()
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                timeout = ctx.timeout
+                break
+            ctx.changed.wait(remaining)
+        else:
+            return future.result()
+    record = ctx.abandon()
+    node = record.node if record else None
+    raise NodeTimeoutError(
+        f"node '{node}' did not finish within {timeout:g} s "
+        "(raise timeout_seconds on the node or in config.execution)",
+        node=node,
+    )
 
 
 def prepare(workflow: WorkflowLike, *, check_env: bool = True) -> CompiledWorkflow:
@@ -68,7 +112,7 @@ def run_workflow(
         config["callbacks"] = callbacks
     error: RunError | None = None
     try:
-        final = compiled.graph().invoke(state, config=config)  # type: ignore[call-overload]
+        final = _invoke_with_node_timeouts(compiled, state, config, ctx)
     except GraphRecursionError:
         error = MaxStepsExceededError(
             f"workflow '{compiled.name}' ran more than execution.max_steps={max_steps} node "

@@ -8,10 +8,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from ..config.schema import Workflow
-from ..config.types import TypeRef
+from ..config.types import TypeRef, type_adapter
 from ..exceptions import InputError, Issue
 
 _TRUE = {"true", "yes", "y", "on", "1"}
@@ -112,6 +112,8 @@ def _hint(tref: TypeRef) -> str:
 
 
 def _convert(value: Any, tref: TypeRef) -> Any:
+    if tref.kind == "str" and isinstance(value, str):
+        return value
     if isinstance(value, str) and tref.kind != "str":
         text = value.strip()
         if tref.kind == "int":
@@ -134,7 +136,7 @@ def _convert(value: Any, tref: TypeRef) -> Any:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{value!r} is not valid JSON for a {tref} ({exc.msg})") from None
-    adapter: TypeAdapter[Any] = TypeAdapter(tref.annotation())
+    adapter = type_adapter(tref)
     try:
         result = adapter.validate_python(value)
     except ValidationError as exc:

@@ -8,12 +8,9 @@ outputs as the state update. The whole node runs under its timeout.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -22,7 +19,6 @@ from pydantic import ValidationError
 
 from ..exceptions import (
     ConfigurableAgentsError,
-    NodeTimeoutError,
     OutputValidationError,
     ProviderError,
 )
@@ -34,7 +30,6 @@ if TYPE_CHECKING:
     from .context import RunContext
 
 MAX_TOOL_ROUNDS = 8
-_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="ca-node")
 
 
 def make_node_function(node: CompiledNode) -> Callable[[dict[str, Any], RunnableConfig], dict]:
@@ -42,18 +37,8 @@ def make_node_function(node: CompiledNode) -> Callable[[dict[str, Any], Runnable
         ctx: RunContext = config["configurable"]["ca_run"]
         record = ctx.start_node(node)
         started = time.perf_counter()
-        work = contextvars.copy_context()
-        future = _pool.submit(work.run, _execute, node, state, config, ctx, record)
         try:
-            updates = future.result(timeout=node.timeout_seconds)
-        except FutureTimeout:
-            record.status = "failed"
-            ctx.finish_node(record, time.perf_counter() - started)
-            raise NodeTimeoutError(
-                f"node '{node.id}' did not finish within {node.timeout_seconds:g} s "
-                "(raise timeout_seconds on the node or in config.execution)",
-                node=node.id,
-            ) from None
+            updates = _execute(node, state, config, ctx, record)
         except BaseException:
             record.status = "failed"
             ctx.finish_node(record, time.perf_counter() - started)
@@ -149,9 +134,7 @@ def _structured_output(
             if node.provider.name == "test"
             else {}
         )
-        reply = invoke_structured(
-            node.model, node.json_schema, messages + feedback, config, **extra
-        )
+        reply = invoke_structured(node.structured(), messages + feedback, config, **extra)
         _account(record, reply.raw)
         shown = reply.raw.content if isinstance(reply.raw.content, str) else str(reply.raw.content)
         if not shown and reply.parsed is not None:

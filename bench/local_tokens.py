@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_tokens": args.max_tokens,
             "stop": None,
             "seed": SEED,
+            "repeat_penalty": chat.repeat_penalty,  # the provider's default, same on both sides
         }
         if response_format is not None:
             params["response_format"] = response_format

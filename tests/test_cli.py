@@ -42,7 +42,8 @@ def test_run_prints_progress_and_outputs():
     lines = proc.stderr.splitlines()
     progress = [ln for ln in lines if ln.startswith("✓")]
     assert [ln.split()[1] for ln in progress] == ["write", "review", "write", "review"]
-    assert "Workflow tokens: 81 (62 in, 19 out)" in proc.stderr
+    assert "Workflow cost: $0.000066, 81 tokens" in proc.stderr
+    assert "62 in, 19 out · 4 node run(s)" in proc.stderr
 
 
 def test_run_json_is_one_object_with_timings_and_usage():

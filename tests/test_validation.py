@@ -20,7 +20,7 @@ from configurable_agents import (
 )
 from configurable_agents.config import check_environment
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from conftest import EXAMPLES
 
 # 11 lines; tests append nodes (line 12 on) and edges.
 BASE = """\

@@ -122,10 +122,15 @@ def run(
         finally:
             if progress:
                 progress.stop()
+        from ..observe import summarize_cost
+
+        cost = summarize_cost(result)
         if as_json:
-            print(json.dumps(result.to_dict(detail=verbose), default=str))
+            data = result.to_dict(detail=verbose)
+            data["cost"] = cost.to_dict()
+            print(json.dumps(data, default=str))
         else:
-            print_result(result, Console(highlight=False, soft_wrap=True), console)
+            print_result(result, cost, Console(highlight=False, soft_wrap=True), console)
         raise typer.Exit(EXIT_OK if result.succeeded else EXIT_FAILED)
 
 

@@ -13,6 +13,7 @@ from rich.status import Status
 from rich.syntax import Syntax
 
 if TYPE_CHECKING:
+    from ..observe import CostSummary
     from ..run.result import NodeRun, RunResult
 
 
@@ -88,16 +89,24 @@ def _show(value: Any) -> Any:
     return Syntax(json.dumps(value, indent=2, ensure_ascii=False), "json", word_wrap=True)
 
 
-def print_result(result: RunResult, out: Console, err: Console) -> None:
-    """Outputs on stdout; status, totals and errors on stderr."""
+def print_result(result: RunResult, cost: CostSummary, out: Console, err: Console) -> None:
+    """Outputs on stdout; cost, tokens, status and errors on stderr."""
     if result.succeeded:
         for name, value in result.outputs.items():
             out.print(Panel(_show(value), title=f"[bold]{escape(name)}[/bold]", title_align="left"))
     u = result.usage
+    notes = sorted({m.note for m in cost.by_model.values() if m.note and not cost.unpriced})
+    suffix = f" ({', '.join(notes)})" if notes else ""
+    err.print(f"Workflow cost: ${cost.total_usd:.6f}, {u.total_tokens} tokens{suffix}")
     err.print(
-        f"Workflow tokens: {u.total_tokens} ({u.input_tokens} in, {u.output_tokens} out) · "
-        f"{len(result.nodes)} node run(s) · {_duration(result.duration_ms)}"
+        f"  [dim]{u.input_tokens} in, {u.output_tokens} out · {len(result.nodes)} node run(s) · "
+        f"{_duration(result.duration_ms)}[/dim]"
     )
+    for model in cost.unpriced:
+        err.print(
+            f"[yellow]note:[/yellow] no price is known for model '{escape(model)}'; "
+            "it is counted as $0"
+        )
     if result.error is not None:
         node = f" in node '{escape(result.error.node)}'" if result.error.node else ""
         err.print(

@@ -8,7 +8,8 @@ seed) is loaded lazily and shared by every node and thread, with a lock around e
 Gemma 3 270M is a small base model, so structured calls get two aids that hosted models do not
 need: the prompt ends with one line naming the JSON keys to answer with, and the decoding
 grammar asks for non-empty strings and at most ``MAX_LIST_ITEMS`` list items (the grammar alone
-lets a tiny model answer ``""`` or repeat one item until ``max_tokens`` runs out). The reply is
+lets a tiny model answer ``""`` or repeat one item until ``max_tokens`` runs out). Sampling uses
+a repeat penalty of ``REPEAT_PENALTY`` for the same reason. The reply is
 still validated against the node's real ``output_schema``.
 Gemma is provided under and subject to the Gemma Terms of Use (see NOTICE).
 """
@@ -40,6 +41,7 @@ from .base import ProviderInfo, parse_json_reply
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_N_CTX = 2048
 MAX_LIST_ITEMS = 5
+REPEAT_PENALTY = 1.3  # keeps the 270M model out of "tag, tag, tag, ..." loops
 
 _models: dict[tuple[str, int, int | None, int | None], tuple[Any, threading.Lock]] = {}
 _models_lock = threading.Lock()
@@ -147,6 +149,7 @@ class ChatLocalLlama(BaseChatModel):
     seed: int | None = None
     temperature: float = 0.7
     max_tokens: int = 512
+    repeat_penalty: float = REPEAT_PENALTY
 
     @property
     def _llm_type(self) -> str:
@@ -181,6 +184,7 @@ class ChatLocalLlama(BaseChatModel):
             "temperature": kwargs.get("temperature", self.temperature),
             "max_tokens": kwargs.get("max_tokens", self.max_tokens),
             "stop": stop,
+            "repeat_penalty": kwargs.get("repeat_penalty", self.repeat_penalty),
         }
         if kwargs.get("response_format") is not None:
             params["response_format"] = kwargs["response_format"]

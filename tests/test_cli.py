@@ -173,3 +173,15 @@ def test_schema_command(tmp_path):
     out = tmp_path / "s.json"
     assert cli("schema", "-o", out).returncode == 0
     assert json.loads(out.read_text()) == schema
+
+
+def test_a_timed_out_node_does_not_keep_the_cli_alive(write_workflow):
+    text = MINIMAL.replace(
+        "    outputs: [article]",
+        "    outputs: [article]\n    tools: ['sample_tools:slow']\n    timeout_seconds: 0.5",
+    )
+    started = time.perf_counter()
+    proc = cli("run", write_workflow(text), "-i", "topic=x")
+    assert proc.returncode == 1
+    assert "NodeTimeoutError: node 'write' did not finish within 0.5 s" in proc.stderr
+    assert time.perf_counter() - started < 4.5  # the tool sleeps 5 s

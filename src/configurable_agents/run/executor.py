@@ -9,9 +9,11 @@ so it finishes in the background and starts no further node.
 from __future__ import annotations
 
 import contextvars
+import queue
+import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,44 @@ from .inputs import coerce_inputs
 from .result import RunErrorInfo, RunResult, TokenUsage
 
 WorkflowLike = str | Path | LoadedWorkflow | CompiledWorkflow
-_workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="ca-run")
+
+
+class _DaemonWorkers:
+    """Reused daemon threads. Unlike ``ThreadPoolExecutor`` (joined at interpreter exit), a
+    node hung past its timeout does not keep the process alive."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Any, tuple[Any, ...]]] = (
+            queue.SimpleQueue()
+        )
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._tasks.put((future, fn, args))
+        if spawn:
+            threading.Thread(target=self._work, daemon=True, name="configurable-agents").start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args = self._tasks.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                    future.set_exception(exc)
+            del future, fn, args
+            with self._lock:
+                self._idle += 1
+
+
+_workers = _DaemonWorkers()
 
 
 def _invoke_with_node_timeouts(
@@ -33,8 +72,7 @@ def _invoke_with_node_timeouts(
 ) -> dict[str, Any]:
     graph = compiled.graph()
     work = contextvars.copy_context()
-    invoke: Any = graph.invoke
-    future: Future[dict[str, Any]] = _workers.submit(work.run, invoke, state, config)
+    future: Future[dict[str, Any]] = _workers.submit(work.run, graph.invoke, state, config)
 
     def wake(_: Future[dict[str, Any]]) -> None:
         with ctx.changed:

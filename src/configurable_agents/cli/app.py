@@ -145,10 +145,18 @@ def _warn_pending_features(loaded: Any, console: Console, as_json: bool) -> None
         )
         if section.enabled
     ]
-    if pending and not as_json:
+    if as_json:
+        return
+    if pending:
         console.print(
             f"[yellow]warning:[/yellow] observability.{', '.join(pending)} is enabled, but this "
             "version does not export traces or metrics yet; the run is not recorded there"
+        )
+    budget = loaded.spec.config.budget
+    if any(v is not None for v in (budget.per_run_usd, budget.daily_usd, budget.monthly_usd)):
+        console.print(
+            "[yellow]warning:[/yellow] config.budget is set, but this version does not enforce "
+            "budgets yet; the run's cost is reported, not limited"
         )
 
 

@@ -72,7 +72,7 @@ def parse_json_reply(message: AIMessage) -> StructuredReply:
         cleaned = cleaned.strip("`")
         cleaned = cleaned[cleaned.find("\n") + 1 :] if "\n" in cleaned else cleaned
     try:
-        return StructuredReply(message, json.loads(cleaned), None)
+        return StructuredReply(message, json.loads(cleaned, strict=False), None)
     except json.JSONDecodeError as exc:
         shown = text if len(text) < 200 else text[:200] + "..."
         return StructuredReply(message, None, f"reply is not valid JSON ({exc.msg}): {shown!r}")

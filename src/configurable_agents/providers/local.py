@@ -73,6 +73,12 @@ def _close_models() -> None:
             with lock:
                 llama.close()
         _models.clear()
+    # llama_cpp opens two /dev/null files at import and never closes them (ResourceWarning).
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..config.conditions import Condition, compile_condition
 from ..config.schema import LLMConfig, Node
@@ -95,11 +95,8 @@ def _output_model(node: Node, state: dict[str, TypeRef]) -> type[BaseModel]:
     specs: dict[str, Any] = {}
     if node.output_schema is not None:
         for f in node.output_schema.fields:
-            specs[f.name] = (f.type_ref().annotation(name + f.name.capitalize()), ...)
-            if f.description:
-                from pydantic import Field
-
-                specs[f.name] = (specs[f.name][0], Field(..., description=f.description))
+            annotation = f.type_ref().annotation(name + f.name.capitalize())
+            specs[f.name] = (annotation, Field(..., description=f.description or None))
     else:
         for out in node.outputs:
             specs[out] = (state[out].annotation(name + out.capitalize()), ...)

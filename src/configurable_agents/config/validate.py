@@ -25,7 +25,7 @@ from .conditions import ConditionError, compile_condition
 from .loader import Document, Path_, load_document, parse_yaml
 from .schema import Config, Edge, LLMConfig, Node, State, Workflow
 from .template import parse_template
-from .types import TypeRef, TypeSyntaxError
+from .types import TypeRef, TypeSyntaxError, type_adapter
 
 START, END = "START", "END"
 _RESERVED_FIELDS = {"true", "false", "null", "len", "True", "False", "None"}
@@ -411,10 +411,8 @@ def _a(tref: TypeRef) -> str:
 
 
 def _value_problem(tref: TypeRef, value: Any) -> str | None:
-    from pydantic import TypeAdapter
-
     try:
-        TypeAdapter(tref.annotation()).validate_python(value)
+        type_adapter(tref).validate_python(value)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         return str(first["msg"]).lower()

@@ -2,7 +2,8 @@
 
 Architecture, in folder order: ``config`` (file format, loading, validation) → ``compile``
 (to a LangGraph graph) → ``run`` (executor, inputs, results), with ``providers`` (one module
-per chat-model provider) and ``tools`` (the tool registry). ``cli`` is the command line.
+per chat-model provider) and ``tools`` (the tool registry) → ``observe`` (cost, MLflow traces,
+reports). ``cli`` is the command line.
 """
 
 import typing as _typing
@@ -18,6 +19,7 @@ from .exceptions import (
     ProviderError,
     RoutingError,
     RunError,
+    RunInterruptedError,
     UserError,
     WorkflowFileError,
     WorkflowValidationError,
@@ -32,6 +34,7 @@ if _typing.TYPE_CHECKING:
         load_workflow,
         load_workflow_text,
     )
+    from .observe import CostSummary, flush, summarize_cost
     from .run import NodeRun, RunResult, TokenUsage, run_workflow
 
 # Heavy parts (LangGraph, LangChain) load on first use, so `configurable-agents --help` is fast.
@@ -43,6 +46,9 @@ _LAZY = {
     "check_environment": "config",
     "load_workflow": "config",
     "load_workflow_text": "config",
+    "CostSummary": "observe",
+    "flush": "observe",
+    "summarize_cost": "observe",
     "NodeRun": "run",
     "RunResult": "run",
     "TokenUsage": "run",
@@ -65,6 +71,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CompiledWorkflow",
     "ConfigurableAgentsError",
+    "CostSummary",
     "InputError",
     "Issue",
     "LoadedWorkflow",
@@ -76,6 +83,7 @@ __all__ = [
     "ProviderError",
     "RoutingError",
     "RunError",
+    "RunInterruptedError",
     "RunResult",
     "TokenUsage",
     "UserError",
@@ -85,7 +93,9 @@ __all__ = [
     "__version__",
     "check_environment",
     "compile_workflow",
+    "flush",
     "load_workflow",
     "load_workflow_text",
     "run_workflow",
+    "summarize_cost",
 ]

@@ -13,7 +13,8 @@ The tree, in one place::
         ├── NodeTimeoutError       a node took longer than its timeout
         ├── MaxStepsExceededError  the graph took more than ``execution.max_steps`` steps
         ├── RoutingError           no route matched and no default route was given
-        └── ProviderError          the model provider raised while answering
+        ├── ProviderError          the model provider raised while answering
+        └── RunInterruptedError    Ctrl-C or SIGTERM stopped the run (recorded, then re-raised)
 
 Every ``UserError`` carries ``Issue`` records (file, line, message, hint) so that callers can
 print each one as ``file:line: message`` followed by its hint.
@@ -34,6 +35,7 @@ __all__ = [
     "ProviderError",
     "RoutingError",
     "RunError",
+    "RunInterruptedError",
     "UserError",
     "WorkflowFileError",
     "WorkflowValidationError",
@@ -134,3 +136,7 @@ class RoutingError(RunError):
 
 class ProviderError(RunError):
     """The model provider failed while answering."""
+
+
+class RunInterruptedError(RunError):
+    """The run was stopped by Ctrl-C or SIGTERM; its trace records this error."""

@@ -27,6 +27,8 @@ from ..tools import resolve_tool
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
+    from ..observe.cost import PriceOverrides
+
 
 @dataclass
 class CompiledNode:
@@ -73,6 +75,7 @@ class CompiledWorkflow:
     plain_edges: list[tuple[str, str]]
     output_fields: list[str]  # state fields that some node writes, in first-written order
     _graph: CompiledStateGraph | None = field(default=None, repr=False)
+    _prices: PriceOverrides | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -81,6 +84,20 @@ class CompiledWorkflow:
     @property
     def state_types(self) -> dict[str, TypeRef]:
         return self.workflow.state_types
+
+    def price_overrides(self) -> PriceOverrides:
+        """Prices from ``config.pricing`` (inline wins over its file) and the env price file."""
+        if self._prices is None:
+            from ..observe.cost import ModelPrice, env_price_overrides, load_price_file
+
+            pricing = self.workflow.spec.config.pricing
+            prices = env_price_overrides()
+            if pricing.file:
+                prices.update(load_price_file(self.workflow.directory / pricing.file))
+            for name, spec in pricing.models.items():
+                prices[name] = ModelPrice.from_mapping(spec.model_dump())
+            self._prices = prices
+        return self._prices
 
     def graph(self) -> CompiledStateGraph:
         if self._graph is None:
@@ -151,4 +168,6 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
     outputs: list[str] = []
     for node in spec.nodes:
         outputs.extend(o for o in node.outputs if o not in outputs)
-    return CompiledWorkflow(workflow, nodes, routes, plain, outputs)
+    compiled = CompiledWorkflow(workflow, nodes, routes, plain, outputs)
+    compiled.price_overrides()  # a bad price file is the user's to fix before any call
+    return compiled

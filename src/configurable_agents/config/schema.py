@@ -54,6 +54,8 @@ class ExecutionConfig(_Section):
 
 
 class MlflowConfig(_Section):
+    """Tier 1: one MLflow trace per run (see README, Observability)."""
+
     enabled: bool = False
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment_name: str = "configurable_agents"
@@ -86,6 +88,28 @@ class ObservabilityConfig(_Section):
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
 
 
+class ModelPriceSpec(_Section):
+    """USD per million tokens; cached-input prices default to the input price."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+    cache_read_per_million: float | None = Field(None, ge=0)
+    cache_write_per_million: float | None = Field(None, ge=0)
+
+
+class PricingConfig(_Section):
+    file: str | None = Field(
+        None, description="YAML/JSON price file (relative to the workflow file)."
+    )
+    models: dict[str, ModelPriceSpec] = Field(
+        default_factory=dict, description="Prices by model name; these win over the file."
+    )
+
+
+class PriceFile(BaseModel):
+    models: dict[str, ModelPriceSpec]
+
+
 class BudgetConfig(_Section):
     per_run_usd: float | None = Field(None, ge=0)
     daily_usd: float | None = Field(None, ge=0)
@@ -98,6 +122,7 @@ class Config(_Section):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
 
 
 def _check_type(value: str) -> str:

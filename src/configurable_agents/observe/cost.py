@@ -1,26 +1,188 @@
-"""Cost of a run from provider-reported token usage, priced with ``genai-prices``.
+"""Cost of a run, call by call, from provider-reported token usage.
 
-Pricing never fails a run: ``local`` and ``ollama`` models cost $0 (they run on your machine),
-the ``test`` provider is priced by its ``model`` name (a dry run of that model), and a model
-``genai-prices`` does not know costs $0 and is listed in ``CostSummary.unpriced`` so callers
-can say so once.
+Each chat-model call is priced on its own with ``genai-prices`` (cached-input tokens too when
+the provider reports them), unless the workflow's ``config.pricing`` (inline ``models`` or a
+price ``file``) or the ``CONFIGURABLE_AGENTS_PRICES`` file names the model; those win. Node,
+model and run totals are sums of the calls, so a trace's totals always equal its spans.
+
+Pricing never fails a run: ``local`` and ``ollama`` models cost $0 ("local model"), the
+``test`` provider is priced by its ``model`` name (a dry run of that model), and a model with
+no known price costs $0 and is listed in ``CostSummary.unpriced`` so callers say so once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import Issue, WorkflowValidationError
 
 if TYPE_CHECKING:
-    from ..run.result import RunResult
+    from ..run.result import RunResult, TokenUsage
 
 log = logging.getLogger(__name__)
 
 LOCAL_PROVIDERS = {"local": "local model", "ollama": "local model (Ollama)"}
 # Providers whose names genai-prices knows; others are matched by model name alone.
 _PRICE_PROVIDER = {"google": "google", "openai": "openai", "anthropic": "anthropic"}
+PRICES_ENV = "CONFIGURABLE_AGENTS_PRICES"
+PRICE_HINT = (
+    "add it under config.pricing.models in the workflow file, e.g. "
+    "'my-model: {input_per_million: 0.5, output_per_million: 1.5}', or in a price file "
+    f"named by config.pricing.file or ${PRICES_ENV}"
+)
+_MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """USD per million tokens. Cached-input prices default to the input price."""
+
+    input_per_million: Decimal
+    output_per_million: Decimal
+    cache_read_per_million: Decimal | None = None
+    cache_write_per_million: Decimal | None = None
+
+    def price(self, usage: TokenUsage) -> tuple[Decimal, Decimal]:
+        """(input cost, output cost) in USD."""
+        cache_read = usage.cache_read_tokens
+        cache_write = usage.cache_write_tokens
+        fresh = max(usage.input_tokens - cache_read - cache_write, 0)
+        read = self.cache_read_per_million
+        write = self.cache_write_per_million
+        inputs = (
+            fresh * self.input_per_million
+            + cache_read * (self.input_per_million if read is None else read)
+            + cache_write * (self.input_per_million if write is None else write)
+        )
+        return inputs / _MILLION, usage.output_tokens * self.output_per_million / _MILLION
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> ModelPrice:
+        def dec(key: str) -> Decimal | None:
+            value = data.get(key)
+            return None if value is None else Decimal(str(value))
+
+        return cls(
+            input_per_million=dec("input_per_million") or Decimal(0),
+            output_per_million=dec("output_per_million") or Decimal(0),
+            cache_read_per_million=dec("cache_read_per_million"),
+            cache_write_per_million=dec("cache_write_per_million"),
+        )
+
+
+PriceOverrides = dict[str, ModelPrice]
+
+
+def load_price_file(path: str | Path) -> PriceOverrides:
+    """Read a price file: YAML or JSON, ``models: {name: {input_per_million: ...}}``."""
+    from pydantic import ValidationError
+
+    from ..config.schema import PriceFile
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkflowValidationError(
+            [Issue(f"cannot read the price file: {exc}", str(path), None, "check the path")]
+        ) from exc
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            from ruamel.yaml import YAML
+
+            data = YAML(typ="safe").load(text)
+        parsed = PriceFile.model_validate(data)
+    except (ValueError, ValidationError, Exception) as exc:
+        raise WorkflowValidationError(
+            [
+                Issue(
+                    f"invalid price file: {exc}",
+                    str(path),
+                    None,
+                    "write 'models: {name: {input_per_million: N, output_per_million: N}}'",
+                )
+            ]
+        ) from exc
+    return {name: ModelPrice.from_mapping(p.model_dump()) for name, p in parsed.models.items()}
+
+
+def env_price_overrides() -> PriceOverrides:
+    path = os.environ.get(PRICES_ENV)
+    return load_price_file(path) if path else {}
+
+
+@lru_cache(maxsize=256)
+def _library_price(model: str, provider: str) -> Any:
+    """genai-prices' price entry for a model, or None when it does not know the model."""
+    from genai_prices import Usage, calc_price
+
+    try:
+        return calc_price(
+            Usage(input_tokens=1, output_tokens=1), model, provider_id=_PRICE_PROVIDER.get(provider)
+        ).model_price
+    except LookupError:
+        return None
+
+
+def price_usage(
+    model: str,
+    provider: str,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    overrides: PriceOverrides | None = None,
+) -> Decimal | None:
+    """The price of one call in USD, ``Decimal(0)`` for local models, ``None`` if unknown."""
+    from ..run.result import TokenUsage
+
+    usage = TokenUsage(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+    split = price_split(model, provider, usage, overrides)
+    return None if split is None else split[0] + split[1]
+
+
+_ZERO = (Decimal(0), Decimal(0))
+
+
+def price_split(
+    model: str, provider: str, usage: TokenUsage, overrides: PriceOverrides | None = None
+) -> tuple[Decimal, Decimal] | None:
+    """(input cost, output cost) of one call in USD; ``None`` when no price is known."""
+    if overrides and model in overrides:
+        return overrides[model].price(usage)
+    if provider in LOCAL_PROVIDERS:
+        return _ZERO
+    if not usage.input_tokens and not usage.output_tokens:
+        return _ZERO
+    try:
+        entry = _library_price(model, provider)
+        if entry is None:
+            return None
+        from genai_prices import Usage
+
+        price = entry.calc_price(
+            Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens or None,
+                cache_write_tokens=usage.cache_write_tokens or None,
+            )
+        )
+        return Decimal(price["input_price"]), Decimal(price["output_price"])
+    except Exception:
+        log.warning("pricing model %r failed; counting it as $0", model, exc_info=True)
+        return None
 
 
 @dataclass
@@ -29,6 +191,8 @@ class ModelCost:
     provider: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    calls: int = 0
     cost_usd: float = 0.0
     note: str | None = None  # "local model", "no price known", ...
 
@@ -42,64 +206,83 @@ class CostSummary:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "total_usd": round(self.total_usd, 8),
+            "total_usd": self.total_usd,
             "by_model": {
                 name: {
                     "provider": m.provider,
+                    "calls": m.calls,
                     "input_tokens": m.input_tokens,
                     "output_tokens": m.output_tokens,
-                    "cost_usd": round(m.cost_usd, 8),
+                    "cache_read_tokens": m.cache_read_tokens,
+                    "cost_usd": m.cost_usd,
                     "note": m.note,
                 }
                 for name, m in self.by_model.items()
             },
-            "by_node": {k: round(v, 8) for k, v in self.by_node.items()},
+            "by_node": dict(self.by_node),
             "unpriced": self.unpriced,
         }
 
 
-def price_usage(model: str, provider: str, input_tokens: int, output_tokens: int) -> Decimal | None:
-    """The list price of one call in USD, ``Decimal(0)`` for local models, ``None`` if unknown."""
-    if provider in LOCAL_PROVIDERS:
-        return Decimal(0)
-    if not input_tokens and not output_tokens:
-        return Decimal(0)
-    try:
-        from genai_prices import Usage, calc_price
-
-        result = calc_price(
-            Usage(input_tokens=input_tokens, output_tokens=output_tokens),
-            model,
-            provider_id=_PRICE_PROVIDER.get(provider),
-        )
-    except LookupError:
-        return None
-    except Exception:
-        log.warning("pricing model %r failed", model, exc_info=True)
-        return None
-    return result.total_price
+_price_lock = threading.Lock()
 
 
-def summarize_cost(result: RunResult) -> CostSummary:
-    """Cost per model and per node of a finished run (calls priced one by one, then summed)."""
+def summarize_cost(result: RunResult, overrides: PriceOverrides | None = None) -> CostSummary:
+    """Price every call of a finished run; set ``cost_usd`` on calls and nodes and
+    ``result.cost``. Idempotent: a run already priced returns its summary."""
+    with _price_lock:
+        if result.cost is not None:
+            return result.cost
+        summary = _summarize(result, overrides)
+        result.cost = summary
+        return summary
+
+
+def _summarize(result: RunResult, overrides: PriceOverrides | None) -> CostSummary:
+
     summary = CostSummary()
     unknown: set[str] = set()
-    for node in result.nodes:
-        entry = summary.by_model.setdefault(node.model, ModelCost(node.model, node.provider))
-        entry.input_tokens += node.usage.input_tokens
-        entry.output_tokens += node.usage.output_tokens
-        price = price_usage(
-            node.model, node.provider, node.usage.input_tokens, node.usage.output_tokens
-        )
-        if node.provider in LOCAL_PROVIDERS:
-            entry.note = LOCAL_PROVIDERS[node.provider]
+    total = Decimal(0)
+    by_node: dict[str, Decimal] = {}
+    by_model: dict[str, Decimal] = {}
+
+    def charge(model: str, provider: str, usage: TokenUsage) -> tuple[Decimal, Decimal]:
+        entry = summary.by_model.setdefault(model, ModelCost(model, provider))
+        entry.input_tokens += usage.input_tokens
+        entry.output_tokens += usage.output_tokens
+        entry.cache_read_tokens += usage.cache_read_tokens
+        entry.calls += 1
+        price = price_split(model, provider, usage, overrides)
+        if overrides and model in overrides:
+            entry.note = "price from config.pricing"
+        elif provider in LOCAL_PROVIDERS:
+            entry.note = LOCAL_PROVIDERS[provider]
         elif price is None:
             entry.note = "no price known"
-            if node.provider != "test" or node.model != "test":
-                unknown.add(node.model)
-        cost = float(price or 0)
-        entry.cost_usd += cost
-        summary.by_node[node.node] = summary.by_node.get(node.node, 0.0) + cost
-        summary.total_usd += cost
+            if provider != "test" or model != "test":
+                unknown.add(model)
+        split = price or _ZERO
+        by_model[model] = by_model.get(model, Decimal(0)) + split[0] + split[1]
+        return split
+
+    for node in result.nodes:
+        node_cost = Decimal(0)
+        if node.calls:
+            for call in node.calls:
+                model = call.model or node.model
+                split = charge(model, call.provider or node.provider, call.usage)
+                call.input_cost_usd, call.output_cost_usd = float(split[0]), float(split[1])
+                call.cost_usd = call.input_cost_usd + call.output_cost_usd
+                node_cost += split[0] + split[1]
+        elif node.usage.total_tokens:  # records made without per-call detail
+            split = charge(node.model, node.provider, node.usage)
+            node_cost = split[0] + split[1]
+        node.cost_usd = float(node_cost)
+        by_node[node.node] = by_node.get(node.node, Decimal(0)) + node_cost
+        total += node_cost
+    summary.total_usd = float(total)
+    summary.by_node = {k: float(v) for k, v in by_node.items()}
+    for name, value in by_model.items():
+        summary.by_model[name].cost_usd = float(value)
     summary.unpriced = sorted(unknown)
     return summary

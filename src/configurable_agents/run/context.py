@@ -30,6 +30,7 @@ class RunContext:
 
     def __init__(self, state: dict[str, Any], on_event: EventHandler | None = None) -> None:
         self.started = time.perf_counter()
+        self.started_ns = time.time_ns()
         self.state = dict(state)
         self.nodes: list[NodeRun] = []
         self.on_event = on_event
@@ -52,6 +53,7 @@ class RunContext:
                 node=node.id,
                 visit=visit,
                 started_ms=(now - self.started) * 1000,
+                started_ns=time.time_ns(),
                 provider=node.provider.name,
                 model=node.model_name,
             )
@@ -73,6 +75,7 @@ class RunContext:
             record.duration_ms = seconds * 1000
             if updates:
                 self.state.update(updates)
+            record.state_after = dict(self.state)
             self.current = None
             self.deadline = None
             self.changed.notify_all()

@@ -21,7 +21,9 @@ from langgraph.errors import GraphRecursionError
 
 from ..compile.plan import CompiledWorkflow, compile_workflow
 from ..config.validate import LoadedWorkflow, check_environment, load_workflow
-from ..exceptions import MaxStepsExceededError, NodeTimeoutError, RunError
+from ..exceptions import MaxStepsExceededError, NodeTimeoutError, RunError, RunInterruptedError
+from ..observe.dispatch import observe_run
+from ..observe.spans import new_run_id
 from .context import EventHandler, RunContext
 from .inputs import coerce_inputs
 from .result import RunErrorInfo, RunResult, TokenUsage
@@ -131,6 +133,8 @@ def run_workflow(
     *,
     on_event: EventHandler | None = None,
     callbacks: list[Any] | None = None,
+    trace: bool | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run a workflow once and return its ``RunResult``.
 
@@ -140,9 +144,16 @@ def run_workflow(
     Bad files and inputs raise ``UserError`` subclasses
     before any model is called; a run that starts and fails returns ``status="failed"``
     with ``error`` set (``raise_for_status()`` raises it).
+
+    When ``config.observability.mlflow.enabled`` is true (or ``trace=True``; ``trace=False``
+    turns it off) the run is traced to MLflow: ``result.trace_id`` names the trace, which is
+    written in the background (``configurable_agents.flush()`` waits for it; it also happens
+    at exit). ``tags`` are added to the trace (``user`` and ``team`` are also queryable).
     """
     compiled = prepare(workflow)
     state = initial_state(compiled, inputs or {})
+    given = {k: state[k] for k in (inputs or {}) if k in state}
+    run_id = new_run_id()
     ctx = RunContext(state, on_event)
     max_steps = compiled.workflow.spec.config.execution.max_steps
     config: dict[str, Any] = {"recursion_limit": max_steps, "configurable": {"ca_run": ctx}}
@@ -162,13 +173,34 @@ def run_workflow(
     except RunError as exc:
         error = exc
         final = ctx.state
+    except KeyboardInterrupt:
+        # Ctrl-C: record the run as failed (and trace it) before letting the interrupt go on.
+        ctx.abandon()
+        interrupted = RunInterruptedError(
+            "the run was interrupted (Ctrl-C or SIGTERM)",
+            node=ctx.nodes[-1].node if ctx.nodes else None,
+        )
+        _finish(compiled, ctx, ctx.state, interrupted, given, run_id, trace, tags)
+        raise
+    return _finish(compiled, ctx, final, error, given, run_id, trace, tags)
+
+
+def _finish(
+    compiled: CompiledWorkflow,
+    ctx: RunContext,
+    final: Mapping[str, Any],
+    error: RunError | None,
+    inputs: dict[str, Any],
+    run_id: str,
+    trace: bool | None,
+    tags: Mapping[str, str] | None,
+) -> RunResult:
     duration_ms = (time.perf_counter() - ctx.started) * 1000
     usage = TokenUsage()
     for record in ctx.nodes:
-        usage.input_tokens += record.usage.input_tokens
-        usage.output_tokens += record.usage.output_tokens
+        usage.add(record.usage)
     final = dict(final)
-    return RunResult(
+    result = RunResult(
         workflow=compiled.name,
         status="failed" if error else "succeeded",
         outputs={k: final.get(k) for k in compiled.output_fields},
@@ -178,4 +210,9 @@ def run_workflow(
         duration_ms=duration_ms,
         error=RunErrorInfo(type(error).__name__, str(error), error.node) if error else None,
         exception=error,
+        started_ns=ctx.started_ns,
+        inputs=inputs,
+        run_id=run_id,
     )
+    observe_run(compiled, result, trace=trace, tags=tags)
+    return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -23,7 +23,7 @@ from ..exceptions import (
     ProviderError,
 )
 from ..providers import invoke_structured
-from .result import NodeRun, ToolCall
+from .result import LLMCall, NodeRun, TokenUsage, ToolCall
 
 if TYPE_CHECKING:
     from ..compile.plan import CompiledNode
@@ -39,8 +39,9 @@ def make_node_function(node: CompiledNode) -> Callable[[dict[str, Any], Runnable
         started = time.perf_counter()
         try:
             updates = _execute(node, state, config, ctx, record)
-        except BaseException:
+        except BaseException as exc:
             record.status = "failed"
+            record.error = f"{type(exc).__name__}: {exc}"
             ctx.finish_node(record, time.perf_counter() - started)
             raise
         record.outputs = updates
@@ -75,12 +76,38 @@ def _execute(
         ) from exc
 
 
-def _account(record: NodeRun, message: AIMessage) -> None:
-    record.llm_calls += 1
-    record.usage.add(message.usage_metadata)  # type: ignore[arg-type]
+def _account(
+    record: NodeRun,
+    kind: Literal["tools", "structured"],
+    message: AIMessage,
+    sent: list[BaseMessage],
+    started_ns: int,
+    started: float,
+    shown: str | None = None,
+) -> LLMCall:
+    """Record one model call on the node (tokens as reported by the provider)."""
+    usage = TokenUsage()
+    usage.add(message.usage_metadata)  # type: ignore[arg-type]
     name = (message.response_metadata or {}).get("model_name")
     if name:
         record.model = str(name)
+    if shown is None:
+        shown = message.content if isinstance(message.content, str) else str(message.content)
+    call = LLMCall(
+        kind=kind,
+        model=record.model,
+        provider=record.provider,
+        started_ns=started_ns,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        messages=sent,
+        response=shown,
+        usage=usage,
+        tool_calls=[{"name": c["name"], "args": c["args"]} for c in message.tool_calls],
+    )
+    record.llm_calls += 1
+    record.usage.add(usage)
+    record.calls.append(call)
+    return call
 
 
 def _tool_loop(
@@ -89,14 +116,16 @@ def _tool_loop(
     by_name = {t.name: t for t in node.tools}
     bound = node.model.bind_tools(node.tools)
     for _ in range(MAX_TOOL_ROUNDS):
+        sent = list(messages)
+        started_ns, started = time.time_ns(), time.perf_counter()
         reply = bound.invoke(messages, config=config)
         assert isinstance(reply, AIMessage)
-        _account(record, reply)
+        _account(record, "tools", reply, sent, started_ns, started)
         messages.append(reply)
         if not reply.tool_calls:
             return
         for call in reply.tool_calls:
-            started = time.perf_counter()
+            started_ns, started = time.time_ns(), time.perf_counter()
             tool = by_name.get(call["name"])
             error = False
             if tool is None:
@@ -113,6 +142,7 @@ def _tool_loop(
                     result,
                     (time.perf_counter() - started) * 1000,
                     error,
+                    started_ns,
                 )
             )
             messages.append(
@@ -134,11 +164,13 @@ def _structured_output(
             if node.provider.name == "test"
             else {}
         )
-        reply = invoke_structured(node.structured(), messages + feedback, config, **extra)
-        _account(record, reply.raw)
+        sent = messages + feedback
+        started_ns, started = time.time_ns(), time.perf_counter()
+        reply = invoke_structured(node.structured(), sent, config, **extra)
         shown = reply.raw.content if isinstance(reply.raw.content, str) else str(reply.raw.content)
         if not shown and reply.parsed is not None:
             shown = json.dumps(reply.parsed)
+        call = _account(record, "structured", reply.raw, sent, started_ns, started, shown)
         record.responses.append(shown)
         error = reply.error
         if error is None:
@@ -149,6 +181,7 @@ def _structured_output(
             except ValidationError as exc:
                 error = _format_validation(exc)
         record.validation_errors.append(error)
+        call.error = error
         if record.retries >= node.max_retries:
             raise OutputValidationError(
                 f"node '{node.id}' returned invalid output {record.retries + 1} time(s); "

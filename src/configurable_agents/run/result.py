@@ -3,31 +3,70 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..exceptions import RunError
+
+if TYPE_CHECKING:
+    from ..observe.cost import CostSummary
 
 
 @dataclass
 class TokenUsage:
+    """Provider-reported tokens. ``input_tokens`` includes the cached ones, which are also
+    counted in ``cache_read_tokens`` / ``cache_write_tokens`` when the provider reports them."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
-    def add(self, usage: dict[str, Any] | None) -> None:
-        if usage:
+    def add(self, usage: dict[str, Any] | TokenUsage | None) -> None:
+        if isinstance(usage, TokenUsage):
+            self.input_tokens += usage.input_tokens
+            self.output_tokens += usage.output_tokens
+            self.cache_read_tokens += usage.cache_read_tokens
+            self.cache_write_tokens += usage.cache_write_tokens
+        elif usage:
             self.input_tokens += int(usage.get("input_tokens") or 0)
             self.output_tokens += int(usage.get("output_tokens") or 0)
+            details = usage.get("input_token_details") or {}
+            self.cache_read_tokens += int(details.get("cache_read") or 0)
+            self.cache_write_tokens += int(details.get("cache_creation") or 0)
 
     def to_dict(self) -> dict[str, int]:
-        return {
+        data = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.cache_read_tokens or self.cache_write_tokens:
+            data["cache_read_tokens"] = self.cache_read_tokens
+            data["cache_write_tokens"] = self.cache_write_tokens
+        return data
+
+
+@dataclass
+class LLMCall:
+    """One chat-model call: a tool-loop round or a structured-output attempt."""
+
+    kind: Literal["tools", "structured"]
+    model: str
+    provider: str
+    started_ns: int  # wall clock (time.time_ns)
+    duration_ms: float
+    messages: list[Any]  # the LangChain messages sent
+    response: str
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # requested by the model
+    error: str | None = None  # why the output was rejected (a retry follows, or the node fails)
+    cost_usd: float | None = None  # filled by observe.cost.summarize_cost
+    input_cost_usd: float | None = None
+    output_cost_usd: float | None = None
 
 
 @dataclass
@@ -37,6 +76,7 @@ class ToolCall:
     result: str
     duration_ms: float
     error: bool = False
+    started_ns: int = 0  # wall clock (time.time_ns)
 
 
 @dataclass
@@ -46,6 +86,7 @@ class NodeRun:
     node: str
     visit: int
     started_ms: float  # since the run started
+    started_ns: int = 0  # wall clock (time.time_ns)
     duration_ms: float = 0.0
     status: Literal["succeeded", "failed"] = "succeeded"
     model: str = ""
@@ -58,6 +99,10 @@ class NodeRun:
     responses: list[str] = field(default_factory=list)
     validation_errors: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    calls: list[LLMCall] = field(default_factory=list)
+    cost_usd: float | None = None  # filled by observe.cost.summarize_cost
+    error: str | None = None  # "Type: message" when the node failed
+    state_after: dict[str, Any] | None = None  # the run's state once this node finished
 
     def to_dict(self, detail: bool = False) -> dict[str, Any]:
         data = {
@@ -70,6 +115,7 @@ class NodeRun:
             "retries": self.retries,
             "llm_calls": self.llm_calls,
             "usage": self.usage.to_dict(),
+            "cost_usd": self.cost_usd,
             "tool_calls": [asdict(t) for t in self.tool_calls],
         }
         if detail:
@@ -101,6 +147,11 @@ class RunResult:
     duration_ms: float
     error: RunErrorInfo | None = None
     exception: RunError | None = field(default=None, repr=False)
+    started_ns: int = 0  # wall clock (time.time_ns)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""  # 32 hex digits; the MLflow trace id is "tr-" + run_id
+    trace_id: str | None = None  # set when the run was traced to MLflow
+    cost: CostSummary | None = field(default=None, repr=False)
 
     @property
     def succeeded(self) -> bool:
@@ -115,9 +166,7 @@ class RunResult:
     def usage_by_model(self) -> dict[str, TokenUsage]:
         out: dict[str, TokenUsage] = {}
         for n in self.nodes:
-            u = out.setdefault(n.model, TokenUsage())
-            u.input_tokens += n.usage.input_tokens
-            u.output_tokens += n.usage.output_tokens
+            out.setdefault(n.model, TokenUsage()).add(n.usage)
         return out
 
     def to_dict(self, detail: bool = False) -> dict[str, Any]:
@@ -129,5 +178,7 @@ class RunResult:
             "usage": self.usage.to_dict(),
             "nodes": [n.to_dict(detail) for n in self.nodes],
             "error": asdict(self.error) if self.error else None,
+            "run_id": self.run_id,
+            "trace_id": self.trace_id,
             **({"state": self.state} if detail else {}),
         }

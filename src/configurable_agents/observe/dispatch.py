@@ -1,0 +1,44 @@
+"""Hand a finished run to the observability tiers its workflow turns on.
+
+This is the only observability code on the caller's path, and it does almost nothing: it
+queues the run for the background writer (``observe.tracing``). Pricing, building the span
+tree and writing it happen there. Nothing here raises: a tier that cannot start logs one
+warning and the run's result is returned as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..compile.plan import CompiledWorkflow
+    from ..run.result import RunResult
+
+log = logging.getLogger("configurable_agents.observe")
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+def observe_run(
+    compiled: CompiledWorkflow,
+    result: RunResult,
+    *,
+    trace: bool | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    config = compiled.workflow.spec.config.observability.mlflow
+    if not (config.enabled if trace is None else trace):
+        return
+    try:
+        from .tracing import submit
+
+        submit(compiled, result, config, dict(tags or {}))
+    except Exception as exc:  # noqa: BLE001 - observability never fails a run
+        warn_once("submit", f"MLflow tracing is off for this process: {exc}")

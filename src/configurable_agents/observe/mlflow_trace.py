@@ -1,0 +1,218 @@
+"""A ``TraceRecord`` as MLflow entities: ``TraceInfo`` (tags, metadata, feedback) and spans.
+
+Trace-level tokens and cost are the sums of the chat-model spans (never MLflow's own
+trace-level estimate), so the trace, its spans, ``cost_summary.json`` and ``report costs``
+agree. Keys we add for querying (tags and metadata both, so the UI can filter on them):
+
+========================  ==============================================================
+``ca.workflow``           flow name            ``ca.workflow_version``  flow version
+``ca.status``             succeeded / failed   ``ca.models``            models, comma-joined
+``ca.total_cost_usd``     run cost (metadata)  ``ca.retry_count``       retries, all nodes
+``ca.input_tokens``, ``ca.output_tokens``, ``ca.total_tokens``  (metadata)
+``ca.run_id``             the run's id         ``ca.run_name``          from ``run_name``
+========================  ==============================================================
+
+User tags given with ``run --tag key=value`` are trace tags as given (``user`` and ``team``
+are also recorded as MLflow's trace user and session-free ``ca.user`` / ``ca.team``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from .spans import SpanRecord, TraceRecord
+
+if TYPE_CHECKING:
+    from mlflow.entities import Span, TraceInfo
+
+SOURCE_ID = "configurable-agents"
+_PREVIEW = 1000
+_META_VALUE = 250  # MLflow's limit on a metadata value
+
+
+def _dump(value: Any) -> str:
+    from mlflow.tracing.utils import dump_span_attribute_value
+
+    return dump_span_attribute_value(value)
+
+
+def _otel_span(trace_id: int, record: SpanRecord, mlflow_trace_id: str) -> Any:
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+
+    attributes = {
+        "mlflow.traceRequestId": _dump(mlflow_trace_id),
+        "mlflow.spanType": _dump(record.span_type),
+    }
+    if record.inputs is not None:
+        attributes["mlflow.spanInputs"] = _dump(record.inputs)
+    if record.outputs is not None:
+        attributes["mlflow.spanOutputs"] = _dump(record.outputs)
+    for key, value in record.attributes.items():
+        if value is not None:
+            attributes[key] = _dump(value)
+    events = []
+    if record.error is not None:
+        status = Status(StatusCode.ERROR, record.error)
+        events.append(
+            Event(
+                "exception",
+                {
+                    "exception.type": record.error_type or "Error",
+                    "exception.message": record.error,
+                },
+                timestamp=record.end_ns,
+            )
+        )
+    else:
+        status = Status(StatusCode.OK)
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    context = SpanContext(trace_id, record.span_id, is_remote=False, trace_flags=flags)
+    parent = (
+        SpanContext(trace_id, record.parent_id, is_remote=False, trace_flags=flags)
+        if record.parent_id is not None
+        else None
+    )
+    return ReadableSpan(
+        name=record.name,
+        context=context,
+        parent=parent,
+        attributes=attributes,
+        events=events,
+        status=status,
+        start_time=record.start_ns,
+        end_time=max(record.end_ns, record.start_ns),
+    )
+
+
+def _preview(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 3] + "..."
+
+
+def trace_totals(trace: TraceRecord) -> dict[str, Any]:
+    """Tokens and cost summed over the trace's chat-model spans."""
+    tokens = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    cached = 0
+    input_cost = output_cost = 0.0
+    priced = False
+    models: list[str] = []
+    for span in trace.spans:
+        if span.span_type != "CHAT_MODEL":
+            continue
+        usage = span.attributes["mlflow.chat.tokenUsage"]
+        for key in tokens:
+            tokens[key] += usage.get(key, 0)
+        cached += usage.get("cache_read_input_tokens", 0)
+        cost = span.attributes.get("mlflow.llm.cost")
+        if cost is not None:
+            priced = True
+            input_cost += cost["input_cost"]
+            output_cost += cost["output_cost"]
+        model = span.attributes["mlflow.llm.model"]
+        if model not in models:
+            models.append(model)
+    return {
+        "tokens": tokens,
+        "cache_read_tokens": cached,
+        "cost": {
+            "input_cost": input_cost,
+            "output_cost": output_cost,
+            "total_cost": input_cost + output_cost,
+        }
+        if priced
+        else None,
+        "models": models,
+    }
+
+
+def to_mlflow(trace: TraceRecord, experiment_id: str) -> tuple[TraceInfo, list[Span]]:
+    from mlflow.entities import (
+        AssessmentSource,
+        Feedback,
+        Span,
+        TraceInfo,
+        TraceLocation,
+        TraceState,
+    )
+    from mlflow.tracing.constant import TRACE_SCHEMA_VERSION
+
+    result = trace.result
+    mlflow_id = trace.mlflow_trace_id
+    spans = [Span(_otel_span(trace.trace_id, s, mlflow_id)) for s in trace.spans]
+    totals = trace_totals(trace)
+    total_cost = totals["cost"]["total_cost"] if totals["cost"] else 0.0
+    retries = sum(n.retries for n in result.nodes)
+    ours = {
+        "ca.workflow": trace.workflow_name,
+        "ca.workflow_version": trace.workflow_version,
+        "ca.status": result.status,
+        "ca.models": ",".join(totals["models"])[:_META_VALUE],
+        "ca.run_id": result.run_id,
+    }
+    for key in ("user", "team", "run_name"):
+        if key in trace.tags:
+            ours[f"ca.{key}"] = trace.tags[key][:_META_VALUE]
+    metadata = {
+        **ours,
+        "ca.total_cost_usd": repr(total_cost),
+        "ca.input_tokens": str(totals["tokens"]["input_tokens"]),
+        "ca.output_tokens": str(totals["tokens"]["output_tokens"]),
+        "ca.total_tokens": str(totals["tokens"]["total_tokens"]),
+        "ca.retry_count": str(retries),
+        "mlflow.trace_schema.version": str(TRACE_SCHEMA_VERSION),
+        "mlflow.traceInputs": _preview(result.inputs)[:_META_VALUE],
+        "mlflow.traceOutputs": _preview(result.outputs)[:_META_VALUE],
+        "mlflow.trace.tokenUsage": json.dumps(
+            {**totals["tokens"], "cache_read_input_tokens": totals["cache_read_tokens"]}
+            if totals["cache_read_tokens"]
+            else totals["tokens"]
+        ),
+        "mlflow.source.name": trace.workflow_file[-_META_VALUE:],
+        "mlflow.source.type": "LOCAL",
+    }
+    if totals["cost"] is not None:
+        metadata["mlflow.trace.cost"] = json.dumps(totals["cost"])
+    if result.error is not None:
+        metadata["ca.error_type"] = result.error.type
+        metadata["ca.error_node"] = result.error.node or ""
+    if "user" in trace.tags:
+        metadata["mlflow.trace.user"] = trace.tags["user"][:_META_VALUE]
+    tags = {**trace.tags, **ours, "mlflow.traceName": trace.root.name}
+    source = AssessmentSource(source_type="CODE", source_id=SOURCE_ID)
+    created = result.started_ns // 1_000_000 + int(result.duration_ms)
+    assessments = [
+        Feedback(
+            name="cost_usd",
+            value=total_cost,
+            source=source,
+            trace_id=mlflow_id,
+            create_time_ms=created,
+            last_update_time_ms=created,
+            rationale="sum of the chat-model spans' cost (genai-prices or config.pricing)",
+        ),
+        Feedback(
+            name="total_tokens",
+            value=totals["tokens"]["total_tokens"],
+            source=source,
+            trace_id=mlflow_id,
+            create_time_ms=created,
+            last_update_time_ms=created,
+            rationale="input + output tokens reported by the providers",
+        ),
+    ]
+    info = TraceInfo(
+        trace_id=mlflow_id,
+        trace_location=TraceLocation.from_experiment_id(experiment_id),
+        request_time=result.started_ns // 1_000_000,
+        execution_duration=int(result.duration_ms),
+        state=TraceState.OK if result.succeeded else TraceState.ERROR,
+        request_preview=_preview(result.inputs),
+        response_preview=_preview(result.outputs if result.succeeded else result.error),
+        client_request_id=trace.tags.get("run_name") or result.run_id,
+        trace_metadata=metadata,
+        tags=tags,
+        assessments=assessments,
+    )
+    return info, spans

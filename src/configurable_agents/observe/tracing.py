@@ -1,0 +1,323 @@
+"""The background writer that turns finished runs into MLflow traces.
+
+``submit`` queues a run and returns at once (``result.trace_id`` is already known). One daemon
+thread per process prices the run, builds its span tree and writes the whole trace in one go
+(``start_trace`` with tags, metadata and feedback, then ``log_spans``, then the artifacts).
+``flush`` waits for the queue; the CLI calls it before exiting (also on Ctrl-C and SIGTERM)
+and an ``atexit`` hook does it for Python callers.
+
+Failure policy: a store that is unreachable, locked, read-only or slow never fails or stalls a
+run. SQLite stores run in WAL mode with retries on "database is locked"; anything else is
+logged once per store as a warning and written to the status file that ``observability
+status`` shows. A full queue drops traces (with one warning) rather than blocking runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import MissingExtraError
+from . import status
+from .dispatch import warn_once
+
+if TYPE_CHECKING:
+    from ..compile.plan import CompiledWorkflow
+    from ..config.schema import MlflowConfig
+    from ..run.result import RunResult
+
+log = logging.getLogger("configurable_agents.observe")
+
+QUEUE_SIZE = 10_000
+FLUSH_TIMEOUT_ENV = "CONFIGURABLE_AGENTS_FLUSH_TIMEOUT"
+DEFAULT_FLUSH_TIMEOUT = 30.0
+LOCK_RETRIES = 8
+INSTALL_HINT = 'pip install "configurable-agents[mlflow]"'
+
+
+def require_mlflow() -> None:
+    try:
+        import mlflow  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"MLflow tracing needs the 'mlflow' package; install it with: {INSTALL_HINT}"
+        ) from exc
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` as an absolute path, so the trace lands where the CLI says."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            return "sqlite:///" + str(Path(path).resolve())
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialize creating a new store between processes (MLflow's migrations are not safe to
+    run from 8 processes at once)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+@dataclass
+class _Target:
+    """One tracking store and experiment, opened lazily in the writer thread."""
+
+    uri: str
+    experiment_name: str
+    client: Any = None
+    experiment_id: str | None = None
+    spans_in_store: bool = True
+
+    def open(self) -> None:
+        if self.client is not None:
+            return
+        require_mlflow()
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow.tracing.client import TracingClient
+        from mlflow.tracking import MlflowClient
+
+        path = sqlite_path(self.uri)
+        lock = _file_lock(path) if path is not None else contextlib.nullcontext()
+        with lock:
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+            client = MlflowClient(self.uri)
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                try:
+                    experiment_id = client.create_experiment(self.experiment_name)
+                except Exception:  # another process created it first
+                    experiment = client.get_experiment_by_name(self.experiment_name)
+                    if experiment is None:
+                        raise
+                    experiment_id = experiment.experiment_id
+            else:
+                experiment_id = experiment.experiment_id
+        self.experiment_id = experiment_id
+        self.client = TracingClient(self.uri)
+
+    def write(self, info: Any, spans: list[Any]) -> Any:
+        """Write one trace; retry while a SQLite store is locked by another process."""
+        for attempt in range(LOCK_RETRIES):
+            try:
+                returned = self.client.start_trace(info)
+                if self.spans_in_store:
+                    try:
+                        self.client.log_spans(self.experiment_id, spans)
+                    except NotImplementedError:
+                        self.spans_in_store = False
+                if not self.spans_in_store:
+                    from mlflow.entities import TraceData
+
+                    self.client._upload_trace_data(returned, TraceData(spans=spans))
+                return returned
+            except Exception as exc:
+                if not _is_locked(exc) or attempt == LOCK_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class _Job:
+    compiled: CompiledWorkflow
+    result: RunResult
+    config: MlflowConfig
+    tags: dict[str, str]
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class TraceWriter:
+    """A queue and one daemon thread that writes the queued traces in order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[_Job] = queue.Queue(QUEUE_SIZE)
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._targets: dict[tuple[str, str], _Target] = {}
+        self.written = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def submit(self, job: _Job) -> None:
+        with self._idle:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="configurable-agents-traces", daemon=True
+                )
+                self._thread.start()
+                atexit.register(flush_at_exit)
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                self.dropped += 1
+                warn_once("queue-full", "MLflow tracing is behind; some traces were dropped")
+                return
+            self._pending += 1
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued trace is written (or failed); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                self._write(job)
+            except BaseException as exc:  # noqa: BLE001 - logged, never raised into user code
+                self.failed += 1
+                uri = resolve_tracking_uri(job.config.tracking_uri)
+                message = f"{type(exc).__name__}: {exc}".strip()
+                with contextlib.suppress(Exception):
+                    status.record_error(uri, message)
+                warn_once(
+                    "write:" + uri,
+                    f"could not write the trace to MLflow at {uri} ({message.splitlines()[0]}); "
+                    "the run is not affected. See: configurable-agents observability status",
+                )
+            finally:
+                job.done.set()
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+                del job
+
+    def _target(self, config: MlflowConfig) -> _Target:
+        uri = resolve_tracking_uri(config.tracking_uri)
+        key = (uri, config.experiment_name)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _Target(uri, config.experiment_name)
+        return target
+
+    def _write(self, job: _Job) -> None:
+        from .artifacts import build_artifacts, upload_artifacts
+        from .cost import summarize_cost
+        from .mlflow_trace import to_mlflow
+        from .spans import build_trace
+
+        summarize_cost(job.result, job.compiled.price_overrides())
+        trace = build_trace(job.compiled, job.result, tags=job.tags)
+        target = self._target(job.config)
+        target.open()
+        info, spans = to_mlflow(trace, str(target.experiment_id))
+        returned = target.write(info, spans)
+        self.written += 1
+        if job.config.log_artifacts:
+            try:
+                files = build_artifacts(trace, job.config.artifact_level)
+                upload_artifacts(returned, files)
+            except Exception as exc:  # noqa: BLE001 - the trace itself is written
+                message = f"artifacts not saved: {type(exc).__name__}: {exc}"
+                with contextlib.suppress(Exception):
+                    status.record_error(target.uri, message)
+                warn_once("artifacts:" + target.uri, f"trace {info.trace_id}: {message}")
+                return
+        with contextlib.suppress(Exception):
+            status.record_success(target.uri)
+
+
+_writer = TraceWriter()
+
+
+def writer() -> TraceWriter:
+    return _writer
+
+
+def render_run_name(template: str | None, compiled: CompiledWorkflow, result: RunResult) -> str:
+    if not template:
+        return ""
+    from ..config.template import parse_template
+
+    started = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.started_ns / 1e9))
+    values = {
+        "workflow_name": compiled.name,
+        "workflow_version": compiled.workflow.spec.flow.version,
+        "timestamp": started,
+        "run_id": result.run_id,
+        "status": result.status,
+    }
+    return parse_template(template)[0].render(values)
+
+
+def submit(
+    compiled: CompiledWorkflow, result: RunResult, config: MlflowConfig, tags: dict[str, str]
+) -> None:
+    """Queue a finished run for tracing (or write it now when ``async_logging`` is off)."""
+    result.trace_id = f"tr-{result.run_id}"
+    name = render_run_name(config.run_name, compiled, result)
+    if name:
+        tags = {**tags, "run_name": name}
+    job = _Job(compiled, result, config, tags)
+    _writer.submit(job)
+    if not config.async_logging:
+        job.done.wait()
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until every queued trace is written; ``False`` if ``timeout`` seconds passed."""
+    return _writer.flush(timeout)
+
+
+def flush_timeout() -> float:
+    try:
+        return float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT))
+    except ValueError:
+        return DEFAULT_FLUSH_TIMEOUT
+
+
+def flush_at_exit() -> None:
+    if _writer.pending and not _writer.flush(flush_timeout()):
+        log.warning(
+            "%d trace(s) were not written to MLflow within %.0f s and are lost "
+            "(set %s to wait longer)",
+            _writer.pending,
+            flush_timeout(),
+            FLUSH_TIMEOUT_ENV,
+        )

@@ -39,3 +39,14 @@ def write_workflow(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _isolated_observability(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep traces, stores and the status file of every test out of the repository."""
+    work = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("CONFIGURABLE_AGENTS_STATE_DIR", str(work / "state"))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")

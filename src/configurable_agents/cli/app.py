@@ -8,6 +8,8 @@ tracebacks appear only for internal bugs, and only with ``--verbose``.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -70,7 +72,8 @@ def _guard(verbose: bool, as_json: bool) -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
-        raise typer.Exit(130) from None
+        _flush_traces(console)
+        raise typer.Exit(143 if _terminated else 130) from None
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - an internal bug: say so, never dump on users
@@ -102,6 +105,23 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show rendered prompts and raw responses.")
     ] = False,
+    trace: Annotated[
+        bool | None,
+        typer.Option(
+            "--trace/--no-trace",
+            help="Trace this run to MLflow, or not (default: observability.mlflow.enabled).",
+            show_default=False,
+        ),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag",
+            "-t",
+            help="A trace tag as key=value (repeatable), e.g. user=ana team=search.",
+            metavar="K=V",
+        ),
+    ] = None,
 ) -> None:
     """Run a workflow and print its outputs."""
     from ..config import check_environment, load_workflow
@@ -114,24 +134,120 @@ def run(
         check_environment(loaded)
         inputs: dict[str, Any] = read_input_file(input_file) if input_file else {}
         inputs.update(parse_pairs(input or []))
+        tags = _parse_tags(tag or [])
         compiled = prepare(loaded, check_env=False)
+        tracing = _setup_tracing(loaded, trace, console)
         _warn_pending_features(loaded, console, as_json)
+        _install_sigterm()
         progress = None if as_json else Progress(console, verbose=verbose)
         try:
-            result = run_workflow(compiled, inputs, on_event=progress.event if progress else None)
+            result = run_workflow(
+                compiled,
+                inputs,
+                on_event=progress.event if progress else None,
+                trace=tracing,
+                tags=tags,
+            )
         finally:
             if progress:
                 progress.stop()
         from ..observe import summarize_cost
 
-        cost = summarize_cost(result)
+        cost = summarize_cost(result, compiled.price_overrides())
+        if result.trace_id:
+            _flush_traces(console)
         if as_json:
             data = result.to_dict(detail=verbose)
             data["cost"] = cost.to_dict()
+            data["trace_uri"] = result.trace_uri
+            data["trace_error"] = result.trace_error
             print(json.dumps(data, default=str))
         else:
             print_result(result, cost, Console(highlight=False, soft_wrap=True), console)
         raise typer.Exit(EXIT_OK if result.succeeded else EXIT_FAILED)
+
+
+def _parse_tags(pairs: list[str]) -> dict[str, str]:
+    from ..exceptions import InputError, Issue
+
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(
+                Issue(f"--tag {pair!r} is not key=value", hint="write e.g. --tag user=ana")
+            )
+        tags[key.strip()] = value
+    return tags
+
+
+_terminated = False
+
+
+def _install_sigterm() -> None:
+    """SIGTERM ends the run like Ctrl-C: it is recorded as interrupted and traces are flushed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        global _terminated
+        _terminated = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+class _WarningHandler(logging.Handler):
+    """Our observability warnings, printed once each as ``warning: ...`` on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(f"[yellow]warning:[/yellow] {escape(record.getMessage())}")
+
+
+def _setup_tracing(loaded: Any, trace: bool | None, console: Console) -> bool | None:
+    enabled = loaded.spec.config.observability.mlflow.enabled if trace is None else trace
+    logger = logging.getLogger("configurable_agents.observe")
+    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
+        logger.addHandler(_WarningHandler(console))
+        logger.propagate = False
+    if not enabled:
+        return trace
+    # MLflow's own chatter (migrations, retries) is not for the terminal; failures reach the
+    # user once, through our warning.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from ..observe.tracing import require_mlflow
+
+    try:
+        require_mlflow()
+    except ImportError as exc:
+        console.print(f"[yellow]warning:[/yellow] {escape(str(exc))}; running without tracing")
+        return False
+    return trace
+
+
+def _flush_traces(console: Console) -> None:
+    if "configurable_agents.observe.tracing" not in sys.modules:
+        return
+    from ..observe import tracing
+
+    writer = tracing.writer()
+    if not writer.pending:
+        return
+    timeout = tracing.flush_timeout()
+    if not writer.flush(timeout):
+        console.print(
+            f"[yellow]warning:[/yellow] {writer.pending} trace(s) not written to MLflow after "
+            f"{timeout:.0f} s; giving up (set {tracing.FLUSH_TIMEOUT_ENV} to wait longer)"
+        )
 
 
 def _warn_pending_features(loaded: Any, console: Console, as_json: bool) -> None:
@@ -139,7 +255,6 @@ def _warn_pending_features(loaded: Any, console: Console, as_json: bool) -> None
     pending = [
         name
         for name, section in (
-            ("mlflow", obs.mlflow),
             ("opentelemetry", obs.opentelemetry),
             ("prometheus", obs.prometheus),
         )

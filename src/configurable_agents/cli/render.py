@@ -12,6 +12,8 @@ from rich.panel import Panel
 from rich.status import Status
 from rich.syntax import Syntax
 
+from ..observe.cost import PRICE_HINT
+
 if TYPE_CHECKING:
     from ..observe import CostSummary
     from ..run.result import NodeRun, RunResult
@@ -104,9 +106,19 @@ def print_result(result: RunResult, cost: CostSummary, out: Console, err: Consol
     )
     for model in cost.unpriced:
         err.print(
-            f"[yellow]note:[/yellow] no price is known for model '{escape(model)}'; "
-            "it is counted as $0"
+            f"[yellow]warning:[/yellow] no price is known for model '{escape(model)}'; it is "
+            f"counted as $0. To price it, {escape(PRICE_HINT)}"
         )
+    if result.trace_id:
+        if result.trace_error:
+            pass  # the writer already warned, once
+        else:
+            uri = result.trace_uri or ""
+            err.print(f"Trace: {result.trace_id} in {escape(uri)}")
+            if uri.startswith(("http://", "https://")):
+                err.print(f"  [dim]open {escape(uri)} → Experiments → Traces[/dim]")
+            else:
+                err.print(f"  [dim]view it: mlflow ui --backend-store-uri {escape(uri)}[/dim]")
     if result.error is not None:
         node = f" in node '{escape(result.error.node)}'" if result.error.node else ""
         err.print(

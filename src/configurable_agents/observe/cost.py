@@ -228,12 +228,13 @@ _price_lock = threading.Lock()
 
 
 def summarize_cost(result: RunResult, overrides: PriceOverrides | None = None) -> CostSummary:
-    """Price every call of a finished run; set ``cost_usd`` on calls and nodes and
-    ``result.cost``. Idempotent: a run already priced returns its summary."""
+    """Price every call of a finished run (with the workflow's ``config.pricing`` unless
+    ``overrides`` are given); set ``cost_usd`` on calls and nodes and ``result.cost``.
+    Idempotent: a run already priced returns its summary."""
     with _price_lock:
         if result.cost is not None:
             return result.cost
-        summary = _summarize(result, overrides)
+        summary = _summarize(result, result.prices if overrides is None else overrides)
         result.cost = summary
         return summary
 

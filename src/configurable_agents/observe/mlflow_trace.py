@@ -129,6 +129,7 @@ def trace_totals(trace: TraceRecord) -> dict[str, Any]:
 
 def to_mlflow(trace: TraceRecord, experiment_id: str) -> tuple[TraceInfo, list[Span]]:
     from mlflow.entities import (
+        Assessment,
         AssessmentSource,
         Feedback,
         Span,
@@ -182,7 +183,7 @@ def to_mlflow(trace: TraceRecord, experiment_id: str) -> tuple[TraceInfo, list[S
     tags = {**trace.tags, **ours, "mlflow.traceName": trace.root.name}
     source = AssessmentSource(source_type="CODE", source_id=SOURCE_ID)
     created = result.started_ns // 1_000_000 + int(result.duration_ms)
-    assessments = [
+    assessments: list[Assessment] = [
         Feedback(
             name="cost_usd",
             value=total_cost,

@@ -49,9 +49,7 @@ def require_mlflow() -> None:
     try:
         import mlflow  # noqa: F401
     except ImportError as exc:
-        raise MissingExtraError(
-            f"MLflow tracing needs the 'mlflow' package; install it with: {INSTALL_HINT}"
-        ) from exc
+        raise MissingExtraError("mlflow", "mlflow", "MLflow tracing") from exc
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -75,9 +73,12 @@ def _file_lock(path: Path) -> Iterator[None]:
     """Serialize creating a new store between processes (MLflow's migrations are not safe to
     run from 8 processes at once)."""
     import fcntl
+    import hashlib
+    import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "a") as handle:
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir(), f"configurable-agents-store-{key}.lock")
+    with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -88,6 +89,28 @@ def _file_lock(path: Path) -> Iterator[None]:
 def _is_locked(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "database is locked" in text or "database is busy" in text
+
+
+def _check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast (one TCP connect) when a network store is down, instead of MLflow's
+    minutes of retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        return
+    parts = urlsplit(uri)
+    host = parts.hostname
+    if not host:
+        return
+    defaults = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+    port = parts.port or defaults.get(parts.scheme.split("+", 1)[0])
+    if port is None:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach the tracking store at {host}:{port} ({exc})") from exc
 
 
 @dataclass
@@ -105,6 +128,10 @@ class _Target:
             return
         require_mlflow()
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        # MLflow retries an unreachable server for minutes; a trace is not worth that.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        _check_reachable(self.uri)
         from mlflow.tracing.client import TracingClient
         from mlflow.tracking import MlflowClient
 
@@ -214,6 +241,7 @@ class TraceWriter:
                 self.failed += 1
                 uri = resolve_tracking_uri(job.config.tracking_uri)
                 message = f"{type(exc).__name__}: {exc}".strip()
+                job.result.trace_error = message
                 with contextlib.suppress(Exception):
                     status.record_error(uri, message)
                 warn_once(
@@ -291,6 +319,7 @@ def submit(
 ) -> None:
     """Queue a finished run for tracing (or write it now when ``async_logging`` is off)."""
     result.trace_id = f"tr-{result.run_id}"
+    result.trace_uri = resolve_tracking_uri(config.tracking_uri)
     name = render_run_name(config.run_name, compiled, result)
     if name:
         tags = {**tags, "run_name": name}

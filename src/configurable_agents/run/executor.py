@@ -213,6 +213,7 @@ def _finish(
         started_ns=ctx.started_ns,
         inputs=inputs,
         run_id=run_id,
+        prices=compiled.price_overrides(),
     )
     observe_run(compiled, result, trace=trace, tags=tags)
     return result

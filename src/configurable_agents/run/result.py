@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..exceptions import RunError
 
 if TYPE_CHECKING:
-    from ..observe.cost import CostSummary
+    from ..observe.cost import CostSummary, PriceOverrides
 
 
 @dataclass
@@ -150,8 +150,11 @@ class RunResult:
     started_ns: int = 0  # wall clock (time.time_ns)
     inputs: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""  # 32 hex digits; the MLflow trace id is "tr-" + run_id
-    trace_id: str | None = None  # set when the run was traced to MLflow
+    trace_id: str | None = None  # set when the run is traced to MLflow
+    trace_uri: str | None = None  # the tracking store it goes to
+    trace_error: str | None = None  # why writing the trace failed (set by the writer)
     cost: CostSummary | None = field(default=None, repr=False)
+    prices: PriceOverrides | None = field(default=None, repr=False)  # the workflow's pricing
 
     @property
     def succeeded(self) -> bool:

@@ -22,3 +22,13 @@ def broken(text: str) -> str:
 
 
 NOT_CALLABLE = 42
+
+
+def hang(note: str = "") -> str:
+    """Touch the file named by $CA_TEST_MARKER, then sleep (used to interrupt a run)."""
+    import os
+    from pathlib import Path
+
+    Path(os.environ["CA_TEST_MARKER"]).touch()
+    time.sleep(60)
+    return "woke up"

@@ -221,9 +221,9 @@ def _setup_tracing(loaded: Any, trace: bool | None, console: Console) -> bool | 
         return trace
     # MLflow's own chatter (migrations, retries) is not for the terminal; failures reach the
     # user once, through our warning.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
     for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     from ..observe.tracing import require_mlflow
 
     try:
@@ -244,6 +244,7 @@ def _flush_traces(console: Console) -> None:
         return
     timeout = tracing.flush_timeout()
     if not writer.flush(timeout):
+        writer.abandoned = True
         console.print(
             f"[yellow]warning:[/yellow] {writer.pending} trace(s) not written to MLflow after "
             f"{timeout:.0f} s; giving up (set {tracing.FLUSH_TIMEOUT_ENV} to wait longer)"

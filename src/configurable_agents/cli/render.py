@@ -109,16 +109,13 @@ def print_result(result: RunResult, cost: CostSummary, out: Console, err: Consol
             f"[yellow]warning:[/yellow] no price is known for model '{escape(model)}'; it is "
             f"counted as $0. To price it, {escape(PRICE_HINT)}"
         )
-    if result.trace_id:
-        if result.trace_error:
-            pass  # the writer already warned, once
+    if result.trace_id and result.trace_written:
+        uri = result.trace_uri or ""
+        err.print(f"Trace: {result.trace_id} in {escape(uri)}")
+        if uri.startswith(("http://", "https://")):
+            err.print(f"  [dim]open {escape(uri)} → Experiments → Traces[/dim]")
         else:
-            uri = result.trace_uri or ""
-            err.print(f"Trace: {result.trace_id} in {escape(uri)}")
-            if uri.startswith(("http://", "https://")):
-                err.print(f"  [dim]open {escape(uri)} → Experiments → Traces[/dim]")
-            else:
-                err.print(f"  [dim]view it: mlflow ui --backend-store-uri {escape(uri)}[/dim]")
+            err.print(f"  [dim]view it: mlflow ui --backend-store-uri {escape(uri)}[/dim]")
     if result.error is not None:
         node = f" in node '{escape(result.error.node)}'" if result.error.node else ""
         err.print(

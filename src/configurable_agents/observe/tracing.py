@@ -200,6 +200,7 @@ class TraceWriter:
         self.written = 0
         self.failed = 0
         self.dropped = 0
+        self.abandoned = False  # the caller gave up waiting; do not wait again at exit
 
     def submit(self, job: _Job) -> None:
         with self._idle:
@@ -277,6 +278,7 @@ class TraceWriter:
         info, spans = to_mlflow(trace, str(target.experiment_id))
         returned = target.write(info, spans)
         self.written += 1
+        job.result.trace_written = True
         if job.config.log_artifacts:
             try:
                 files = build_artifacts(trace, job.config.artifact_level)
@@ -342,6 +344,8 @@ def flush_timeout() -> float:
 
 
 def flush_at_exit() -> None:
+    if _writer.abandoned:
+        return
     if _writer.pending and not _writer.flush(flush_timeout()):
         log.warning(
             "%d trace(s) were not written to MLflow within %.0f s and are lost "

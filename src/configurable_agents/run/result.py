@@ -153,6 +153,7 @@ class RunResult:
     trace_id: str | None = None  # set when the run is traced to MLflow
     trace_uri: str | None = None  # the tracking store it goes to
     trace_error: str | None = None  # why writing the trace failed (set by the writer)
+    trace_written: bool = False  # set by the writer once the trace is in the store
     cost: CostSummary | None = field(default=None, repr=False)
     prices: PriceOverrides | None = field(default=None, repr=False)  # the workflow's pricing
 

@@ -132,7 +132,7 @@ class PostgresServer:
         """``CREATE DATABASE dbname`` and return its SQLAlchemy URL."""
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", dbname):
             raise ValueError(f"unsafe database name: {dbname!r}")
-        import psycopg2  # the 'postgres' extra / dev dependency: psycopg2-binary
+        import psycopg2  # type: ignore[import-untyped]  # psycopg2-binary (dev dependency)
 
         conn = psycopg2.connect(
             host=self.host, port=self.port, user=self.user, dbname="postgres", connect_timeout=10

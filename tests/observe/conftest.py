@@ -11,8 +11,6 @@ import importlib.util
 import itertools
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -26,37 +24,10 @@ from servers import (
 )
 
 
-def _load_root_conftest() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# Outside packages every conftest.py is imported as the module "conftest", so from here on
-# ``from conftest import EXAMPLES`` (in this folder's tests and those collected after them)
-# finds this module. Re-export the root conftest's constants so those imports keep working;
-# only plain values: its fixtures and hooks are already registered from the root one.
-globals().update(
-    {
-        name: value
-        for name, value in vars(_load_root_conftest()).items()
-        if not name.startswith("_")
-        and name not in globals()
-        and not callable(value)
-        and not isinstance(value, ModuleType)
-    }
-)
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's binaries), stopped at the end."""
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("psycopg2") is None:
         skip_unless_ci("psycopg2 is not installed (pip install psycopg2-binary)")
     try:
         server = start_postgres()
@@ -87,9 +58,7 @@ def postgres_tracking_uri(postgres_server: PostgresServer) -> str:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """``mlflow server`` on 127.0.0.1 with a SQLite store; ``.url``, ``.backend_uri``, ``.pid``."""
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("mlflow") is None:
         skip_unless_ci("mlflow is not installed (the 'mlflow' extra)")
     server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     try:

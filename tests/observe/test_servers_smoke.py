@@ -34,7 +34,8 @@ def mlflow_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(fluent, "_active_experiment_id", None)
     yield
     mlflow.flush_trace_async_logging()
-    mlflow.set_tracking_uri(previous)  # also resets the tracer provider
+    # None is accepted (it unsets the URI); it also resets the tracer provider.
+    mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
 
 
 def log_demo_trace(experiment: str) -> tuple[str, str]:

@@ -41,6 +41,8 @@ def traced_run(workflow: ca.CompiledWorkflow, inputs: dict[str, Any], **kwargs: 
     result = ca.run_workflow(workflow, inputs, **kwargs)
     assert ca.flush(60)
     assert result.trace_error is None, result.trace_error
+    assert result.trace_written
+    ca.summarize_cost(result)  # the writer process priced its own copy
     return result
 
 

@@ -42,6 +42,9 @@ class LLMConfig(_Section):
     n_threads: int | None = Field(None, gt=0, description="local: CPU threads.")
     seed: int | None = Field(None, description="local/test: sampling seed.")
     base_url: str | None = Field(None, description="openai/ollama: server address.")
+    latency_ms: float | None = Field(
+        None, ge=0, description="test: simulated model latency per call, in milliseconds."
+    )
     responses: dict[str, list[dict[str, Any]]] | None = Field(
         None, description="test: canned outputs per node id, used in order, the last repeating."
     )

@@ -64,6 +64,30 @@ class TraceRecord:
         return self.spans[0]
 
 
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """What the span tree needs to know about a workflow (small and picklable)."""
+
+    name: str
+    version: str
+    file: str
+    node_count: int
+    tools: dict[str, list[str]]  # node id -> tool names
+    outputs: dict[str, list[str]]  # node id -> output fields
+
+    @classmethod
+    def of(cls, compiled: CompiledWorkflow) -> WorkflowInfo:
+        spec = compiled.workflow.spec
+        return cls(
+            name=spec.flow.name,
+            version=spec.flow.version,
+            file=compiled.workflow.file,
+            node_count=len(spec.nodes),
+            tools={n.id: list(n.tools) for n in spec.nodes},
+            outputs={n.id: list(n.outputs) for n in spec.nodes},
+        )
+
+
 class RandomIds:
     """Trace and span ids from the OS's random source."""
 
@@ -132,7 +156,7 @@ def _cost_attribute(input_cost: float, output_cost: float) -> dict[str, float]:
 
 
 def build_trace(
-    compiled: CompiledWorkflow,
+    workflow: CompiledWorkflow | WorkflowInfo,
     result: RunResult,
     *,
     tags: dict[str, str] | None = None,
@@ -140,22 +164,22 @@ def build_trace(
 ) -> TraceRecord:
     """The span tree of a finished (priced) run. ``result.run_id`` becomes the trace id."""
     ids = ids or _random
-    spec = compiled.workflow.spec
+    info = workflow if isinstance(workflow, WorkflowInfo) else WorkflowInfo.of(workflow)
     run_start = result.started_ns
     run_end = run_start + int(result.duration_ms * 1e6)
     root = SpanRecord(
         span_id=ids.span_id(),
         parent_id=None,
-        name=f"workflow_{spec.flow.name}",
+        name=f"workflow_{info.name}",
         span_type="WORKFLOW",
         start_ns=run_start,
         end_ns=run_end,
         inputs=result.inputs,
         outputs=result.outputs if result.succeeded else None,
         attributes={
-            "workflow_name": spec.flow.name,
-            "workflow_version": spec.flow.version,
-            "node_count": len(spec.nodes),
+            "workflow_name": info.name,
+            "workflow_version": info.version,
+            "node_count": info.node_count,
             "run_id": result.run_id,
             "status": result.status,
             "workflow.duration_ms": round(result.duration_ms, 3),
@@ -179,27 +203,26 @@ def build_trace(
             }
         )
     for record in result.nodes:
-        spans.extend(_node_spans(compiled, record, root, ids, run_end))
+        spans.extend(_node_spans(info, record, root, ids, run_end))
     trace_id = int(result.run_id, 16) if result.run_id else ids.trace_id()
     return TraceRecord(
         trace_id=trace_id,
         spans=spans,
         result=result,
-        workflow_name=spec.flow.name,
-        workflow_version=spec.flow.version,
-        workflow_file=compiled.workflow.file,
+        workflow_name=info.name,
+        workflow_version=info.version,
+        workflow_file=info.file,
         tags=dict(tags or {}),
     )
 
 
 def _node_spans(
-    compiled: CompiledWorkflow,
+    info: WorkflowInfo,
     record: NodeRun,
     root: SpanRecord,
     ids: RandomIds | SequentialIds,
     run_end: int,
 ) -> list[SpanRecord]:
-    node = compiled.nodes[record.node]
     start = record.started_ns or root.start_ns
     end = start + int(record.duration_ms * 1e6) if record.duration_ms else run_end
     span = SpanRecord(
@@ -217,10 +240,10 @@ def _node_spans(
             "node.retry_count": record.retries,
             "node.duration_ms": round(record.duration_ms, 3),
             "node.cost_usd": record.cost_usd,
-            "node.tools": list(node.spec.tools),
+            "node.tools": info.tools.get(record.node, []),
             "node.tool_calls": len(record.tool_calls),
             "node.prompt_length": len(record.prompt),
-            "node.output_fields": list(node.spec.outputs),
+            "node.output_fields": info.outputs.get(record.node, []),
             "node.model": record.model,
             "node.provider": record.provider,
             "node.llm_calls": record.llm_calls,

@@ -1,10 +1,10 @@
 """The background writer that turns finished runs into MLflow traces.
 
-``submit`` queues a run and returns at once (``result.trace_id`` is already known). One daemon
-thread per process prices the run, builds its span tree and writes the whole trace in one go
-(``start_trace`` with tags, metadata and feedback, then ``log_spans``, then the artifacts).
-``flush`` waits for the queue; the CLI calls it before exiting (also on Ctrl-C and SIGTERM)
-and an ``atexit`` hook does it for Python callers.
+``submit`` queues a run and returns at once (``result.trace_id`` is already known). A writer
+process (see ``TraceWriter``) prices the run, builds its span tree and writes the whole trace
+in one go (``start_trace`` with tags, metadata and feedback, then ``log_spans``, then the
+artifacts). ``flush`` waits for the queue; the CLI calls it before exiting (also on Ctrl-C and
+SIGTERM) and an ``atexit`` hook does it for Python callers.
 
 Failure policy: a store that is unreachable, locked, read-only or slow never fails or stalls a
 run. SQLite stores run in WAL mode with retries on "database is locked"; anything else is
@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import logging
 import os
+import pickle
 import queue
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import MissingExtraError
 from . import status
 from .dispatch import warn_once
+from .spans import WorkflowInfo
 
 if TYPE_CHECKING:
     from ..compile.plan import CompiledWorkflow
@@ -42,6 +47,7 @@ QUEUE_SIZE = 10_000
 FLUSH_TIMEOUT_ENV = "CONFIGURABLE_AGENTS_FLUSH_TIMEOUT"
 DEFAULT_FLUSH_TIMEOUT = 30.0
 LOCK_RETRIES = 8
+WRITER_ENV = "CONFIGURABLE_AGENTS_TRACE_WRITER"  # "thread": write in this process
 INSTALL_HINT = 'pip install "configurable-agents[mlflow]"'
 
 
@@ -181,22 +187,106 @@ class _Target:
 
 @dataclass
 class _Job:
-    compiled: CompiledWorkflow
+    info: WorkflowInfo
     result: RunResult
     config: MlflowConfig
     tags: dict[str, str]
     done: threading.Event = field(default_factory=threading.Event)
 
 
-class TraceWriter:
-    """A queue and one daemon thread that writes the queued traces in order."""
+class TraceStore:
+    """Writes finished runs into tracking stores; runs in the writer process (or in a thread
+    of the caller's process when that cannot start)."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[_Job] = queue.Queue(QUEUE_SIZE)
+        self._targets: dict[tuple[str, str], _Target] = {}
+
+    def _target(self, config: MlflowConfig) -> _Target:
+        uri = resolve_tracking_uri(config.tracking_uri)
+        key = (uri, config.experiment_name)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _Target(uri, config.experiment_name)
+        return target
+
+    def write(
+        self, info: WorkflowInfo, result: RunResult, config: MlflowConfig, tags: dict[str, str]
+    ) -> tuple[str | None, str | None]:
+        """Write one trace; return (error, warning): the trace is lost when error is set."""
+        uri = resolve_tracking_uri(config.tracking_uri)
+        try:
+            returned, trace = self._write(info, result, config, tags)
+        except BaseException as exc:  # noqa: BLE001 - reported, never raised into user code
+            message = f"{type(exc).__name__}: {exc}".strip()
+            with contextlib.suppress(Exception):
+                status.record_error(uri, message)
+            return message, None
+        if config.log_artifacts:
+            try:
+                from .artifacts import build_artifacts, upload_artifacts
+
+                upload_artifacts(returned, build_artifacts(trace, config.artifact_level))
+            except Exception as exc:  # noqa: BLE001 - the trace itself is written
+                message = f"artifacts not saved: {type(exc).__name__}: {exc}"
+                with contextlib.suppress(Exception):
+                    status.record_error(uri, message)
+                return None, f"trace {trace.mlflow_trace_id}: {message}"
+        with contextlib.suppress(Exception):
+            status.record_success(uri)
+        return None, None
+
+    def _write(
+        self, info: WorkflowInfo, result: RunResult, config: MlflowConfig, tags: dict[str, str]
+    ) -> tuple[Any, Any]:
+        from .cost import summarize_cost
+        from .mlflow_trace import to_mlflow
+        from .spans import build_trace
+
+        summarize_cost(result)
+        trace = build_trace(info, result, tags=tags)
+        target = self._target(config)
+        target.open()
+        trace_info, spans = to_mlflow(trace, str(target.experiment_id))
+        return target.write(trace_info, spans), trace
+
+
+def _frame(obj: Any) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(8, "big") + data
+
+
+def _read_frame(stream: Any) -> Any:
+    header = stream.read(8)
+    if len(header) < 8:
+        return None
+    size = int.from_bytes(header, "big")
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)
+
+
+class TraceWriter:
+    """Queues finished runs and hands them to the writer process, in order.
+
+    Writing a trace costs tens of milliseconds of CPU inside MLflow and SQLAlchemy; done in a
+    thread it would compete with the runs for the GIL. The writer process
+    (``python -m configurable_agents.observe.writer_process``, started on first use, in its
+    own session so Ctrl-C reaches only the CLI) does that work; this side only pickles the
+    run in a sender thread and collects acknowledgements in a reader thread. If the process
+    cannot start or dies, traces are written in a thread here instead.
+    """
+
+    def __init__(self) -> None:
+        self._outbox: queue.Queue[_Job] = queue.Queue(QUEUE_SIZE)
+        self._jobs: dict[str, _Job] = {}
+        self._inflight: set[str] = set()
         self._pending = 0
         self._idle = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._targets: dict[tuple[str, str], _Target] = {}
+        self._sender: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._process_failed = os.environ.get(WRITER_ENV) == "thread"
+        self._local: TraceStore | None = None
         self.written = 0
         self.failed = 0
         self.dropped = 0
@@ -204,18 +294,19 @@ class TraceWriter:
 
     def submit(self, job: _Job) -> None:
         with self._idle:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._work, name="configurable-agents-traces", daemon=True
+            if self._sender is None:
+                self._sender = threading.Thread(
+                    target=self._send_loop, name="configurable-agents-traces", daemon=True
                 )
-                self._thread.start()
+                self._sender.start()
                 atexit.register(flush_at_exit)
             try:
-                self._queue.put_nowait(job)
+                self._outbox.put_nowait(job)
             except queue.Full:
                 self.dropped += 1
                 warn_once("queue-full", "MLflow tracing is behind; some traces were dropped")
                 return
+            self._jobs[job.result.run_id] = job
             self._pending += 1
 
     @property
@@ -233,64 +324,111 @@ class TraceWriter:
                 self._idle.wait(remaining)
         return True
 
-    def _work(self) -> None:
+    def _send_loop(self) -> None:
         while True:
-            job = self._queue.get()
+            job = self._outbox.get()
+            if not self._send(job):
+                if self._local is None:
+                    self._local = TraceStore()
+                error, warning = self._local.write(job.info, job.result, job.config, job.tags)
+                self._finish(job.result.run_id, error, warning)
+            del job
+
+    def _send(self, job: _Job) -> bool:
+        proc = self._process()
+        if proc is None or proc.stdin is None:
+            return False
+        run_id = job.result.run_id
+        snapshot = dataclasses.replace(job.result, exception=None)
+        try:
+            frame = _frame((run_id, job.info, snapshot, job.config, job.tags))
+            with self._idle:
+                self._inflight.add(run_id)
+            proc.stdin.write(frame)
+            proc.stdin.flush()
+        except Exception:  # noqa: BLE001 - the process died: write here instead
+            with self._idle:
+                self._inflight.discard(run_id)
+            self._process_failed = True
+            return False
+        return True
+
+    def _process(self) -> subprocess.Popen[bytes] | None:
+        if self._process_failed:
+            return None
+        if self._proc is None:
             try:
-                self._write(job)
-            except BaseException as exc:  # noqa: BLE001 - logged, never raised into user code
-                self.failed += 1
-                uri = resolve_tracking_uri(job.config.tracking_uri)
-                message = f"{type(exc).__name__}: {exc}".strip()
-                job.result.trace_error = message
-                with contextlib.suppress(Exception):
-                    status.record_error(uri, message)
-                warn_once(
-                    "write:" + uri,
-                    f"could not write the trace to MLflow at {uri} ({message.splitlines()[0]}); "
-                    "the run is not affected. See: configurable-agents observability status",
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "configurable_agents.observe.writer_process"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,  # errors come back in the answers
+                    start_new_session=True,
                 )
-            finally:
-                job.done.set()
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
-                del job
+            except OSError:
+                self._process_failed = True
+                return None
+            threading.Thread(
+                target=self._read_loop, args=(self._proc,), name="ca-trace-acks", daemon=True
+            ).start()
+        return self._proc
 
-    def _target(self, config: MlflowConfig) -> _Target:
-        uri = resolve_tracking_uri(config.tracking_uri)
-        key = (uri, config.experiment_name)
-        target = self._targets.get(key)
-        if target is None:
-            target = self._targets[key] = _Target(uri, config.experiment_name)
-        return target
-
-    def _write(self, job: _Job) -> None:
-        from .artifacts import build_artifacts, upload_artifacts
-        from .cost import summarize_cost
-        from .mlflow_trace import to_mlflow
-        from .spans import build_trace
-
-        summarize_cost(job.result, job.compiled.price_overrides())
-        trace = build_trace(job.compiled, job.result, tags=job.tags)
-        target = self._target(job.config)
-        target.open()
-        info, spans = to_mlflow(trace, str(target.experiment_id))
-        returned = target.write(info, spans)
-        self.written += 1
-        job.result.trace_written = True
-        if job.config.log_artifacts:
+    def _read_loop(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        while True:
             try:
-                files = build_artifacts(trace, job.config.artifact_level)
-                upload_artifacts(returned, files)
-            except Exception as exc:  # noqa: BLE001 - the trace itself is written
-                message = f"artifacts not saved: {type(exc).__name__}: {exc}"
-                with contextlib.suppress(Exception):
-                    status.record_error(target.uri, message)
-                warn_once("artifacts:" + target.uri, f"trace {info.trace_id}: {message}")
-                return
+                ack = _read_frame(proc.stdout)
+            except Exception:  # noqa: BLE001 - a broken stream ends the process's work
+                ack = None
+            if ack is None:
+                break
+            run_id, error, warning = ack
+            self._finish(run_id, error, warning)
+        # The process is gone: what it had not acknowledged is lost; later traces go in-thread.
+        self._process_failed = True
+        with self._idle:
+            lost = list(self._inflight)
+        for run_id in lost:
+            self._finish(run_id, "the trace writer process exited before writing it", None)
         with contextlib.suppress(Exception):
-            status.record_success(target.uri)
+            proc.wait(timeout=5)
+            proc.stdout.close()
+            if proc.stdin is not None:
+                proc.stdin.close()
+
+    def _finish(self, run_id: str, error: str | None, warning: str | None) -> None:
+        with self._idle:
+            self._inflight.discard(run_id)
+            job = self._jobs.pop(run_id, None)
+        if job is None:
+            return
+        uri = resolve_tracking_uri(job.config.tracking_uri)
+        if error is None:
+            self.written += 1
+            job.result.trace_written = True
+            if warning:
+                warn_once("artifacts:" + uri, warning)
+        else:
+            self.failed += 1
+            job.result.trace_error = error
+            warn_once(
+                "write:" + uri,
+                f"could not write the trace to MLflow at {uri} ({error.splitlines()[0]}); "
+                "the run is not affected. See: configurable-agents observability status",
+            )
+        job.done.set()
+        with self._idle:
+            self._pending -= 1
+            self._idle.notify_all()
+
+    def close(self) -> None:
+        """Stop the writer process (after a flush); it also stops when this process exits."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=10)
 
 
 _writer = TraceWriter()
@@ -325,7 +463,7 @@ def submit(
     name = render_run_name(config.run_name, compiled, result)
     if name:
         tags = {**tags, "run_name": name}
-    job = _Job(compiled, result, config, tags)
+    job = _Job(WorkflowInfo.of(compiled), result, config, tags)
     _writer.submit(job)
     if not config.async_logging:
         job.done.wait()
@@ -347,6 +485,7 @@ def flush_at_exit() -> None:
     if _writer.abandoned:
         return
     if _writer.pending and not _writer.flush(flush_timeout()):
+        _writer.abandoned = True
         log.warning(
             "%d trace(s) were not written to MLflow within %.0f s and are lost "
             "(set %s to wait longer)",
@@ -354,3 +493,5 @@ def flush_at_exit() -> None:
             flush_timeout(),
             FLUSH_TIMEOUT_ENV,
         )
+        return
+    _writer.close()

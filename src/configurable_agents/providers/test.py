@@ -12,6 +12,7 @@ next reply answers.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ class TestChatModel(BaseChatModel):
 
     model_name: str = DEFAULT_MODEL
     responses: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    latency_ms: float = 0.0  # simulated time per call (load tests, benchmarks)
 
     @property
     def _llm_type(self) -> str:
@@ -59,6 +61,8 @@ class TestChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
         tools = kwargs.get("tools")
         schema = kwargs.get("ca_schema")
         if tools and not any(isinstance(m, ToolMessage) for m in messages):
@@ -160,7 +164,11 @@ def _default_for(spec: dict[str, Any], root: dict[str, Any], name: str = "") -> 
 
 
 def create(llm: LLMConfig) -> BaseChatModel:
-    return TestChatModel(model_name=llm.model or DEFAULT_MODEL, responses=llm.responses or {})
+    return TestChatModel(
+        model_name=llm.model or DEFAULT_MODEL,
+        responses=llm.responses or {},
+        latency_ms=llm.latency_ms or 0.0,
+    )
 
 
 INFO = ProviderInfo(

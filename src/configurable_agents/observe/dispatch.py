@@ -26,13 +26,35 @@ def warn_once(key: str, message: str) -> None:
         log.warning(message)
 
 
+def run_starting(compiled: CompiledWorkflow) -> bool:
+    """Count the run as active in the Prometheus metrics, when they are on; say if so."""
+    from . import metrics
+
+    if not (metrics.enabled() or compiled.workflow.spec.config.observability.prometheus.enabled):
+        return False
+    try:
+        metrics.metrics().run_started(compiled.name)
+    except Exception as exc:  # noqa: BLE001 - observability never fails a run
+        warn_once("metrics", f"Prometheus metrics are off for this process: {exc}")
+        return False
+    return True
+
+
 def observe_run(
     compiled: CompiledWorkflow,
     result: RunResult,
     *,
     trace: bool | None = None,
     tags: Mapping[str, str] | None = None,
+    metered: bool = False,
 ) -> None:
+    if metered:
+        try:
+            from . import metrics
+
+            metrics.metrics().run_finished(result)
+        except Exception as exc:  # noqa: BLE001 - observability never fails a run
+            warn_once("metrics-record", f"could not record Prometheus metrics: {exc}")
     config = compiled.workflow.spec.config.observability.mlflow
     if not (config.enabled if trace is None else trace):
         return

@@ -22,7 +22,7 @@ from langgraph.errors import GraphRecursionError
 from ..compile.plan import CompiledWorkflow, compile_workflow
 from ..config.validate import LoadedWorkflow, check_environment, load_workflow
 from ..exceptions import MaxStepsExceededError, NodeTimeoutError, RunError, RunInterruptedError
-from ..observe.dispatch import observe_run
+from ..observe.dispatch import observe_run, run_starting
 from ..observe.spans import new_run_id
 from .context import EventHandler, RunContext
 from .inputs import coerce_inputs
@@ -154,6 +154,7 @@ def run_workflow(
     state = initial_state(compiled, inputs or {})
     given = {k: state[k] for k in (inputs or {}) if k in state}
     run_id = new_run_id()
+    metered = run_starting(compiled)
     ctx = RunContext(state, on_event)
     max_steps = compiled.workflow.spec.config.execution.max_steps
     config: dict[str, Any] = {"recursion_limit": max_steps, "configurable": {"ca_run": ctx}}
@@ -180,9 +181,9 @@ def run_workflow(
             "the run was interrupted (Ctrl-C or SIGTERM)",
             node=ctx.nodes[-1].node if ctx.nodes else None,
         )
-        _finish(compiled, ctx, ctx.state, interrupted, given, run_id, trace, tags)
+        _finish(compiled, ctx, ctx.state, interrupted, given, run_id, trace, tags, metered)
         raise
-    return _finish(compiled, ctx, final, error, given, run_id, trace, tags)
+    return _finish(compiled, ctx, final, error, given, run_id, trace, tags, metered)
 
 
 def _finish(
@@ -194,6 +195,7 @@ def _finish(
     run_id: str,
     trace: bool | None,
     tags: Mapping[str, str] | None,
+    metered: bool,
 ) -> RunResult:
     duration_ms = (time.perf_counter() - ctx.started) * 1000
     usage = TokenUsage()
@@ -215,5 +217,5 @@ def _finish(
         run_id=run_id,
         prices=compiled.price_overrides(),
     )
-    observe_run(compiled, result, trace=trace, tags=tags)
+    observe_run(compiled, result, trace=trace, tags=tags, metered=metered)
     return result

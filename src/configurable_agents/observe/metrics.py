@@ -1,0 +1,128 @@
+"""Tier 3: Prometheus metrics for runs, tokens and cost.
+
+==============================  =========  ======================  ==========================
+metric                          type       labels                  what
+==============================  =========  ======================  ==========================
+``workflow_runs_total``         counter    workflow, status        finished runs
+``llm_tokens_total``            counter    model, type             tokens (type: input/output)
+``llm_cost_usd_total``          counter    model                   list-price cost in USD
+``workflow_duration_seconds``   histogram  workflow                run wall time
+``node_duration_seconds``       histogram  workflow, node          node wall time (per visit)
+``active_workflows``            gauge      workflow                runs in progress
+==============================  =========  ======================  ==========================
+
+Label values are bounded: workflow and node names come from workflow files, models from their
+``llm`` settings, status is ``succeeded`` or ``failed``. The metrics live in their own registry
+(``registry()``); the HTTP server exposes it on ``/metrics``, and a CLI run with
+``observability.prometheus.pushgateway_url`` pushes it there. Recording is switched on by
+``enable()`` (the server does this) or by ``observability.prometheus.enabled`` in a workflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..exceptions import MissingExtraError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from ..run.result import RunResult
+
+log = logging.getLogger("configurable_agents.observe")
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+NODE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """The metric families, registered in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        except ImportError as exc:
+            raise MissingExtraError("prometheus-client", "server", "Prometheus metrics") from exc
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.runs = Counter(
+            "workflow_runs", "Finished workflow runs.", ["workflow", "status"], registry=r
+        )
+        self.tokens = Counter(
+            "llm_tokens", "LLM tokens reported by providers.", ["model", "type"], registry=r
+        )
+        self.cost = Counter("llm_cost_usd", "LLM cost in USD at list price.", ["model"], registry=r)
+        self.duration = Histogram(
+            "workflow_duration_seconds",
+            "Wall time of a workflow run.",
+            ["workflow"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.node_duration = Histogram(
+            "node_duration_seconds",
+            "Wall time of one node execution.",
+            ["workflow", "node"],
+            buckets=NODE_BUCKETS,
+            registry=r,
+        )
+        self.active = Gauge(
+            "active_workflows", "Workflow runs in progress.", ["workflow"], registry=r
+        )
+
+    def run_started(self, workflow: str) -> None:
+        self.active.labels(workflow).inc()
+
+    def run_finished(self, result: RunResult) -> None:
+        """Record a finished run (the active gauge was raised by ``run_started``)."""
+        from .cost import summarize_cost
+
+        workflow = result.workflow
+        self.active.labels(workflow).dec()
+        self.runs.labels(workflow, result.status).inc()
+        self.duration.labels(workflow).observe(result.duration_ms / 1000)
+        for node in result.nodes:
+            self.node_duration.labels(workflow, node.node).observe(node.duration_ms / 1000)
+        cost = summarize_cost(result)
+        for model, entry in cost.by_model.items():
+            self.tokens.labels(model, "input").inc(entry.input_tokens)
+            self.tokens.labels(model, "output").inc(entry.output_tokens)
+            self.cost.labels(model).inc(entry.cost_usd)
+
+
+_metrics: Metrics | None = None
+_enabled = False
+
+
+def enable() -> Metrics:
+    """Record every run of this process from now on; return the metrics."""
+    global _enabled
+    _enabled = True
+    return metrics()
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def metrics() -> Metrics:
+    global _metrics
+    if _metrics is None:
+        _metrics = Metrics()
+    return _metrics
+
+
+def registry() -> CollectorRegistry:
+    return metrics().registry
+
+
+def push(gateway: str, job: str = "configurable_agents", timeout: float = 3.0) -> str | None:
+    """Push this process's metrics to a Pushgateway; return the error, or None."""
+    try:
+        from prometheus_client import push_to_gateway
+
+        push_to_gateway(gateway, job=job, registry=registry(), timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a run
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -276,3 +276,16 @@ def test_cli_cost_line_equals_the_trace_and_the_list_price(write_workflow, tmp_p
     assert "Workflow cost: $0.000066, 81 tokens" in proc.stderr
     assert "Trace: tr-" in proc.stderr
     assert f"mlflow ui --backend-store-uri {uri}" in proc.stderr
+
+
+def test_a_read_only_store_gives_one_warning(write_workflow, tmp_path):
+    db = tmp_path / "ro.db"
+    first = cli("run", write_workflow(traced_yaml(f"sqlite:///{db}")), "-i", "topic=x")
+    assert first.returncode == 0 and not warnings_in(first.stderr), first.stderr
+    read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
+    proc = cli("run", write_workflow(traced_yaml(read_only), "ro.yaml"), "-i", "topic=x")
+    assert proc.returncode == 0, proc.stderr
+    warnings = warnings_in(proc.stderr)
+    assert len(warnings) == 1, proc.stderr
+    assert "readonly database" in warnings[0]
+    assert "readonly database" in status.read(read_only)["last_error"]

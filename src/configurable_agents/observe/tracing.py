@@ -60,7 +60,7 @@ def require_mlflow() -> None:
 
 def resolve_tracking_uri(uri: str) -> str:
     """``sqlite:///relative.db`` as an absolute path, so the trace lands where the CLI says."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    if uri.startswith("sqlite:///") and not uri.startswith(("sqlite:////", "sqlite:///file:")):
         path = uri.removeprefix("sqlite:///")
         if path and path != ":memory:":
             return "sqlite:///" + str(Path(path).resolve())
@@ -69,7 +69,7 @@ def resolve_tracking_uri(uri: str) -> str:
 
 def sqlite_path(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
-        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0].removeprefix("file:")
         return Path(path) if path and path != ":memory:" else None
     return None
 

@@ -2,14 +2,15 @@
 # Installs the Debian packages the real-server tests need (idempotent; run as root):
 #   postgresql  initdb/pg_ctl for the throwaway cluster of tests/observe/conftest.py
 #   chromium    headless screenshots and DOM dumps of the MLflow UI (tests/servers.py)
-#   prometheus  promtool
+#   prometheus  promtool (and the prometheus server for the dashboard test)
+#   prometheus-pushgateway  where CLI runs push their metrics
 # The tests start their own PostgreSQL cluster as the 'postgres' user, so the package's
 # default cluster (15/main) and its service are neither created nor started here.
 # Use: bash .ci/install-servers.sh   (or source it and call install_servers)
 set -euo pipefail
 
 install_servers() {
-    local packages=(postgresql chromium prometheus)
+    local packages=(postgresql chromium prometheus prometheus-pushgateway)
     local missing=() pkg
     for pkg in "${packages[@]}"; do
         # dpkg -s also succeeds for removed-but-not-purged packages: check the status line.

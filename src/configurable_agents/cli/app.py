@@ -156,6 +156,7 @@ def run(
         cost = summarize_cost(result, compiled.price_overrides())
         if result.trace_id:
             _flush_traces(console)
+        _push_metrics(loaded, console)
         if as_json:
             data = result.to_dict(detail=verbose)
             data["cost"] = cost.to_dict()
@@ -234,6 +235,20 @@ def _setup_tracing(loaded: Any, trace: bool | None, console: Console) -> bool | 
     return trace
 
 
+def _push_metrics(loaded: Any, console: Console) -> None:
+    config = loaded.spec.config.observability.prometheus
+    if not (config.enabled and config.pushgateway_url):
+        return
+    from ..observe import metrics
+
+    error = metrics.push(config.pushgateway_url)
+    if error:
+        console.print(
+            f"[yellow]warning:[/yellow] could not push metrics to {escape(config.pushgateway_url)}"
+            f" ({escape(error)}); the run is not affected"
+        )
+
+
 def _flush_traces(console: Console) -> None:
     if "configurable_agents.observe.tracing" not in sys.modules:
         return
@@ -252,21 +267,19 @@ def _flush_traces(console: Console) -> None:
 
 
 def _warn_pending_features(loaded: Any, console: Console, as_json: bool) -> None:
-    obs = loaded.spec.config.observability
-    pending = [
-        name
-        for name, section in (
-            ("opentelemetry", obs.opentelemetry),
-            ("prometheus", obs.prometheus),
-        )
-        if section.enabled
-    ]
     if as_json:
         return
-    if pending:
+    obs = loaded.spec.config.observability
+    if obs.opentelemetry.enabled:
         console.print(
-            f"[yellow]warning:[/yellow] observability.{', '.join(pending)} is enabled, but this "
-            "version does not export traces or metrics yet; the run is not recorded there"
+            "[yellow]warning:[/yellow] observability.opentelemetry is enabled, but this "
+            "version does not export OTLP spans yet; the run is not recorded there"
+        )
+    if obs.prometheus.enabled and not obs.prometheus.pushgateway_url:
+        console.print(
+            "[yellow]warning:[/yellow] observability.prometheus is enabled, but a CLI run has "
+            "no /metrics endpoint to scrape: set observability.prometheus.pushgateway_url, or "
+            "use 'configurable-agents serve'"
         )
     budget = loaded.spec.config.budget
     if any(v is not None for v in (budget.per_run_usd, budget.daily_usd, budget.monthly_usd)):

@@ -4,13 +4,14 @@
 #   chromium    headless screenshots and DOM dumps of the MLflow UI (tests/servers.py)
 #   prometheus  promtool (and the prometheus server for the dashboard test)
 #   prometheus-pushgateway  where CLI runs push their metrics
+#   prometheus-alertmanager  amtool, which checks the alertmanager.yml of deploy bundles
 # The tests start their own PostgreSQL cluster as the 'postgres' user, so the package's
 # default cluster (15/main) and its service are neither created nor started here.
 # Use: bash .ci/install-servers.sh   (or source it and call install_servers)
 set -euo pipefail
 
 install_servers() {
-    local packages=(postgresql chromium prometheus prometheus-pushgateway)
+    local packages=(postgresql chromium prometheus prometheus-pushgateway prometheus-alertmanager)
     local missing=() pkg
     for pkg in "${packages[@]}"; do
         # dpkg -s also succeeds for removed-but-not-purged packages: check the status line.
@@ -58,7 +59,8 @@ install_servers() {
         return "$status"
     fi
 
-    ls /usr/lib/postgresql/*/bin/initdb /usr/bin/chromium /usr/bin/promtool >/dev/null
+    ls /usr/lib/postgresql/*/bin/initdb /usr/bin/chromium /usr/bin/promtool /usr/bin/prometheus \
+        /usr/bin/amtool >/dev/null
     id -u postgres >/dev/null
 }
 

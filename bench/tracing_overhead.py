@@ -32,7 +32,7 @@ from typing import Any
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 
-import configurable_agents as ca  # noqa: E402
+import configurable_agents as ca
 
 WORKFLOW = Path(__file__).with_name("two_node.yaml")
 INPUTS = {"topic": "tide pools"}

@@ -270,11 +270,6 @@ def _warn_pending_features(loaded: Any, console: Console, as_json: bool) -> None
     if as_json:
         return
     obs = loaded.spec.config.observability
-    if obs.opentelemetry.enabled:
-        console.print(
-            "[yellow]warning:[/yellow] observability.opentelemetry is enabled, but this "
-            "version does not export OTLP spans yet; the run is not recorded there"
-        )
     if obs.prometheus.enabled and not obs.prometheus.pushgateway_url:
         console.print(
             "[yellow]warning:[/yellow] observability.prometheus is enabled, but a CLI run has "
@@ -348,3 +343,17 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except SystemExit as exc:
         raise SystemExit(exc.code) from None
     raise SystemExit(0)
+
+
+def _register() -> None:
+    from .deploy import deploy_command
+    from .report import observability_app, report_app
+    from .serve import serve_command
+
+    app.add_typer(report_app, name="report")
+    app.add_typer(observability_app, name="observability")
+    app.command("serve")(serve_command)
+    app.command("deploy")(deploy_command)
+
+
+_register()

@@ -71,11 +71,28 @@ class MlflowConfig(_Section):
 
 
 class OpenTelemetryConfig(_Section):
+    """Tier 2: each run's span tree exported over OTLP/HTTP (see README, Observability)."""
+
     enabled: bool = False
-    endpoint: str = "http://127.0.0.1:4318/v1/traces"
-    service_name: str = "configurable-agents"
-    sampling_rate: float = Field(1.0, ge=0, le=1)
-    headers: dict[str, str] = Field(default_factory=dict)
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces",
+        description="OTLP/HTTP traces URL, signal path included (protobuf is sent).",
+    )
+    service_name: str = Field(
+        "configurable-agents", description="The resource's service.name on every span."
+    )
+    sampling_rate: float = Field(
+        1.0, ge=0, le=1, description="Share of runs exported, decided by trace id (0: none)."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="HTTP headers sent with every export request."
+    )
+    timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Time limit of one export request, retries included; runs never wait.",
+    )
 
 
 class PrometheusConfig(_Section):

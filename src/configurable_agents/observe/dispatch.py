@@ -55,6 +55,14 @@ def observe_run(
             metrics.metrics().run_finished(result)
         except Exception as exc:  # noqa: BLE001 - observability never fails a run
             warn_once("metrics-record", f"could not record Prometheus metrics: {exc}")
+    otel_config = compiled.workflow.spec.config.observability.opentelemetry
+    if otel_config.enabled:
+        try:
+            from .otel import submit as submit_otel
+
+            submit_otel(compiled, result, otel_config, tags)
+        except Exception as exc:  # noqa: BLE001 - observability never fails a run
+            warn_once("otel-submit", f"OpenTelemetry export is off for this process: {exc}")
     config = compiled.workflow.spec.config.observability.mlflow
     if not (config.enabled if trace is None else trace):
         return

@@ -1,0 +1,335 @@
+"""``report costs``, ``report profile`` and ``observability status``: reports over the traces.
+
+Reports read traces, never MLflow runs. Where they come from depends on the tracking URI:
+
+* SQL stores (``sqlite:``, ``postgresql:``, ``mysql:``): ``report_sql`` aggregates inside the
+  database (``GROUP BY`` over MLflow's ``trace_info`` and ``spans`` tables, read only);
+* anything else (``http(s)://`` servers): ``report_rest`` pages through
+  ``MlflowClient.search_traces`` and aggregates in Python.
+
+Both produce the same small grouped rows (``Groups``); everything after that (totals,
+averages, periods, percentiles, the bottleneck) is computed here, once, so the two paths give
+identical reports on the same traces. Only traces written by configurable-agents (those with
+a ``ca.workflow`` tag) are counted.
+
+What is counted where:
+
+* runs, status, cost and tokens of a run: the trace (``trace_info``: its cost and token
+  columns, filled from our metadata, are the sums of the run's chat-model spans);
+* by model: the ``CHAT_MODEL`` spans (model, ``mlflow.llm.cost``, ``mlflow.chat.tokenUsage``);
+* by node: the ``AGENT`` spans, one per node visit (cost, ``node.input_tokens``,
+  ``node.output_tokens``, duration); retries are the node's ``validate_output`` spans with
+  status ERROR.
+
+Periods are local-time days, ISO weeks (Monday first) and months. Costs are in USD.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+from ..exceptions import InputError, Issue
+from .report_model import (
+    CostReport,
+    Filters,
+    Groups,
+    ModelUsage,
+    NodeCost,
+    NodeProfile,
+    PeriodCost,
+    ProfileReport,
+    WorkflowCost,
+    _iso_ms,
+    build_cost_report,
+    build_profile_report,
+)
+
+PERIODS = ("today", "yesterday", "last_7_days", "last_30_days", "this_month")
+AGGREGATES = ("daily", "weekly", "monthly")
+STATUSES = {
+    "success": "succeeded",
+    "succeeded": "succeeded",
+    "failure": "failed",
+    "failed": "failed",
+}
+SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+
+
+# --------------------------------------------------------------------------- periods, filters
+
+
+def _local_midnight_ms(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day).timestamp() * 1000)
+
+
+def _parse_date(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise InputError(
+            Issue(
+                f"{option} {value!r} is not a date",
+                hint="write it as YYYY-MM-DD, e.g. 2026-01-31",
+            )
+        ) from None
+
+
+def resolve_period(
+    period: str | None,
+    start_date: str | dt.date | None = None,
+    end_date: str | dt.date | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[int | None, int | None]:
+    """A named period or ISO dates as ``(start_ms, end_ms)`` (end exclusive), local time.
+
+    ``today``, ``yesterday``; ``last_7_days`` / ``last_30_days`` are today and the 6 / 29
+    days before it; ``this_month`` starts on the 1st. ``end_date`` is inclusive (the whole
+    day). ``None`` means unbounded on that side.
+    """
+    if period is not None and (start_date is not None or end_date is not None):
+        raise InputError(
+            Issue(
+                "give either a period or start/end dates, not both",
+                hint="e.g. --period last_7_days, or --start-date 2026-01-01 --end-date 2026-01-31",
+            )
+        )
+    today = (now or dt.datetime.now()).date()
+    one = dt.timedelta(days=1)
+    if period is not None:
+        first: dt.date
+        last = today
+        if period == "today":
+            first = today
+        elif period == "yesterday":
+            first = last = today - one
+        elif period == "last_7_days":
+            first = today - 6 * one
+        elif period == "last_30_days":
+            first = today - 29 * one
+        elif period == "this_month":
+            first = today.replace(day=1)
+        else:
+            raise InputError(
+                Issue(f"unknown period {period!r}", hint=f"use one of: {', '.join(PERIODS)}")
+            )
+        return _local_midnight_ms(first), _local_midnight_ms(last + one)
+    start = end = None
+    if start_date is not None:
+        day = (
+            start_date if isinstance(start_date, dt.date) else _parse_date(start_date, "start date")
+        )
+        start = _local_midnight_ms(day)
+    if end_date is not None:
+        day = end_date if isinstance(end_date, dt.date) else _parse_date(end_date, "end date")
+        end = _local_midnight_ms(day + one)
+    if start is not None and end is not None and end <= start:
+        raise InputError(
+            Issue(
+                f"the end date {end_date} is before the start date {start_date}",
+                hint="the end date is inclusive: use the same date for a single day",
+            )
+        )
+    return start, end
+
+
+def _time_ms(value: int | float | dt.datetime | dt.date | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, dt.date):
+        return _local_midnight_ms(value)
+    return int(value)
+
+
+def normalize_status(status: str | None) -> str | None:
+    if status is None:
+        return None
+    try:
+        return STATUSES[status.strip().lower()]
+    except KeyError:
+        raise InputError(
+            Issue(f"unknown status {status!r}", hint="use success (succeeded) or failure (failed)")
+        ) from None
+
+
+def make_filters(
+    experiment: str | None = None,
+    workflow: str | None = None,
+    start: int | float | dt.datetime | dt.date | None = None,
+    end: int | float | dt.datetime | dt.date | None = None,
+    status: str | None = None,
+) -> Filters:
+    return Filters(experiment, workflow, _time_ms(start), _time_ms(end), normalize_status(status))
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def store_kind(uri: str) -> Literal["sql", "rest"]:
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    return "sql" if scheme in SQL_SCHEMES else "rest"
+
+
+def _collect(
+    tracking_uri: str,
+    filters: Filters,
+    *,
+    spans: bool,
+    profile: bool,
+    buckets: bool,
+    backend: str | None,
+) -> tuple[str, Groups]:
+    from .report_sql import safe_uri
+    from .tracing import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    kind = backend or store_kind(uri)
+    if kind == "sql":
+        from .report_sql import collect as sql_collect
+
+        groups = sql_collect(uri, filters, spans=spans, profile=profile, buckets=buckets)
+    else:
+        from .report_rest import collect as rest_collect
+
+        groups = rest_collect(uri, filters, spans=spans, profile=profile, buckets=buckets)
+    return safe_uri(uri), groups
+
+
+def cost_report(
+    tracking_uri: str,
+    *,
+    experiment: str | None = None,
+    workflow: str | None = None,
+    start: int | float | dt.datetime | dt.date | None = None,
+    end: int | float | dt.datetime | dt.date | None = None,
+    status: str | None = None,
+    breakdown: bool = False,
+    aggregate_by: str | None = None,
+    backend: Literal["sql", "rest"] | None = None,
+) -> CostReport:
+    """Cost of the traces in ``tracking_uri``.
+
+    ``start`` / ``end``: epoch milliseconds, datetimes or dates (local midnight); start
+    inclusive, end exclusive (``resolve_period`` turns periods and ISO dates into these).
+    ``status``: success/succeeded or failure/failed. ``breakdown`` adds cost by model and by
+    node; ``aggregate_by`` (daily, weekly, monthly) adds one entry per period. ``backend``
+    forces the SQL or the search_traces path (default: SQL for SQL stores).
+    """
+    if aggregate_by is not None and aggregate_by not in AGGREGATES:
+        raise InputError(
+            Issue(
+                f"unknown aggregation {aggregate_by!r}", hint=f"use one of: {', '.join(AGGREGATES)}"
+            )
+        )
+    filters = make_filters(experiment, workflow, start, end, status)
+    uri, groups = _collect(
+        tracking_uri,
+        filters,
+        spans=breakdown,
+        profile=False,
+        buckets=aggregate_by is not None,
+        backend=backend,
+    )
+    return build_cost_report(groups, uri, filters, breakdown=breakdown, aggregate_by=aggregate_by)
+
+
+def profile_report(
+    tracking_uri: str,
+    *,
+    experiment: str | None = None,
+    workflow: str | None = None,
+    start: int | float | dt.datetime | dt.date | None = None,
+    end: int | float | dt.datetime | dt.date | None = None,
+    status: str | None = None,
+    backend: Literal["sql", "rest"] | None = None,
+) -> ProfileReport:
+    """Per node over the selected traces: visits, p50/p95/max duration, share of run time,
+    retries, tokens and cost; the node with the largest share is the bottleneck."""
+    filters = make_filters(experiment, workflow, start, end, status)
+    uri, groups = _collect(
+        tracking_uri, filters, spans=True, profile=True, buckets=False, backend=backend
+    )
+    return build_profile_report(groups, uri, filters)
+
+
+def ensure_report_indexes(tracking_uri: str) -> list[str]:
+    """Create the indexes that make breakdowns and profiles fast on a SQLite store (``CREATE
+    INDEX IF NOT EXISTS``; see ``report_sql.ensure_report_indexes``); return those created."""
+    from .report_sql import ensure_report_indexes as ensure
+
+    return ensure(tracking_uri)
+
+
+def write_report(report: CostReport | ProfileReport, path: str | Path, fmt: str = "json") -> None:
+    """Write ``report`` as JSON or CSV."""
+    text = report.to_csv() if fmt == "csv" else report.to_json() + "\n"
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def observability_status(tracking_uri: str, experiment: str | None = None) -> dict[str, Any]:
+    """Where traces go, how many arrived in the last 24 h, the last write and the last error.
+
+    Never raises for an unreachable or missing store: that is reported under ``error``.
+    """
+    from . import status as status_file
+    from .report_sql import safe_uri
+    from .tracing import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    kind = store_kind(uri)
+    out: dict[str, Any] = {
+        "tracking_uri": safe_uri(uri),
+        "store": uri.split(":", 1)[0].split("+", 1)[0].lower(),
+        "experiment": experiment,
+        "reachable": False,
+        "traces_last_24h": None,
+        "experiments": None,
+        "last_success_at": None,
+        "last_error": None,
+        "last_error_at": None,
+        "error": None,
+    }
+    entry = status_file.read(uri)
+    for key in ("last_success_at", "last_error_at"):
+        if isinstance(entry.get(key), int | float):
+            out[key] = _iso_ms(int(entry[key] * 1000))
+    if entry.get("last_error"):
+        out["last_error"] = str(entry["last_error"])
+    since = int(dt.datetime.now().timestamp() * 1000) - 24 * 3600 * 1000
+    try:
+        if kind == "sql":
+            from .report_sql import recent_count
+        else:
+            from .report_rest import recent_count
+        count, experiments = recent_count(uri, experiment, since)
+    except Exception as exc:  # noqa: BLE001 - the status command reports every failure
+        out["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, InputError) and exc.issues and exc.issues[0].hint:
+            out["hint"] = exc.issues[0].hint
+        return out
+    out.update(reachable=True, traces_last_24h=count, experiments=experiments)
+    return out
+
+
+__all__ = [
+    "AGGREGATES",
+    "PERIODS",
+    "CostReport",
+    "Filters",
+    "Groups",
+    "ModelUsage",
+    "NodeCost",
+    "NodeProfile",
+    "PeriodCost",
+    "ProfileReport",
+    "WorkflowCost",
+    "cost_report",
+    "ensure_report_indexes",
+    "observability_status",
+    "profile_report",
+    "resolve_period",
+    "write_report",
+]

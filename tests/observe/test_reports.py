@@ -1,0 +1,769 @@
+"""Reports over real traces written by our writer: ``report costs``, ``report profile`` and
+``observability status``, from SQLite (in the database and through search_traces), PostgreSQL
+and an MLflow server; periods and dates; the CLI's tables, files and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import importlib.util
+import io
+import json
+import socket
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import configurable_agents as ca
+from configurable_agents.cli.report import observability_app, report_app
+from configurable_agents.exceptions import InputError
+from configurable_agents.observe import status as status_file
+from configurable_agents.observe.reports import (
+    cost_report,
+    ensure_report_indexes,
+    observability_status,
+    profile_report,
+    resolve_period,
+)
+
+from conftest import EXAMPLES, MINIMAL
+
+mlflow = pytest.importorskip("mlflow")
+
+ROOT = Path(__file__).resolve().parents[2]
+# list prices per token: gemini-2.5-flash $0.30 / $2.50 per million, gpt-4o-mini $0.15 / $0.60
+FLASH_IN, FLASH_OUT = 0.30e-6, 2.50e-6
+MINI_IN, MINI_OUT = 0.15e-6, 0.60e-6
+REVIEW_RUN = 62 * FLASH_IN + 19 * FLASH_OUT  # review_loop: write, review, write, review
+WRITE_RUN = 34 * FLASH_IN + 6 * FLASH_OUT  # its two write visits: 14 + 20 in, 3 + 3 out
+REVIEW_NODE_RUN = 28 * FLASH_IN + 13 * FLASH_OUT  # its two review visits: 14 + 14 in, 9 + 4 out
+SOLVE_RUN = 47 * MINI_IN + 16 * MINI_OUT  # calculator_tools: 3 calls (tools, then the answer)
+
+RETRY = """\
+schema_version: "1.0"
+flow: {name: retry_demo}
+config:
+  llm:
+    provider: test
+    model: gemini-2.5-flash
+    responses:
+      score: [{value: "not a number"}, {value: 7}]
+  execution: {max_retries: 1}
+state:
+  fields:
+    topic: {type: str, required: true}
+    value: {type: int, default: 0}
+nodes:
+  - id: score
+    prompt: "Score {topic}."
+    outputs: [value]
+    output_schema: {fields: [{name: value, type: int}]}
+edges:
+  - {from: START, to: score}
+  - {from: score, to: END}
+"""
+FAILING = RETRY.replace("{max_retries: 1}", "{max_retries: 0}")
+
+# two nodes; "slow" calls a tool that sleeps 60 ms, so it is the bottleneck
+SLOW_FAST = """\
+schema_version: "1.0"
+flow: {name: slow_fast}
+config:
+  llm: {provider: test, model: gemini-2.5-flash}
+state:
+  fields:
+    topic: {type: str, required: true}
+    note: {type: str, default: ""}
+    answer: {type: str, default: ""}
+nodes:
+  - id: fast
+    prompt: "Note on {topic}."
+    outputs: [note]
+  - id: slow
+    prompt: "Answer about {note}."
+    tools: ["report_tools:pause"]
+    outputs: [answer]
+edges:
+  - {from: START, to: fast}
+  - {from: fast, to: slow}
+  - {from: slow, to: END}
+"""
+TOOLS = '''\
+import time
+
+
+def pause(seconds: float = 0.06) -> str:
+    """Wait a little."""
+    time.sleep(seconds)
+    return "done"
+'''
+
+
+def _bench() -> ModuleType:
+    """``bench/report_costs.py``, for its bulk trace copier."""
+    spec = importlib.util.spec_from_file_location("report_costs", ROOT / "bench/report_costs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def traced(path: Path, uri: str, experiment: str, inputs: dict[str, Any], **kwargs: Any) -> Any:
+    workflow = ca.compile_workflow(ca.load_workflow(path))
+    config = workflow.workflow.spec.config.observability.mlflow
+    config.enabled = True
+    config.tracking_uri = uri
+    config.experiment_name = experiment
+    config.log_artifacts = False
+    return ca.run_workflow(workflow, inputs, trace=True, **kwargs)
+
+
+def flushed(results: list[Any]) -> None:
+    assert ca.flush(120)
+    for result in results:
+        assert result.trace_error is None, result.trace_error
+
+
+def isolated(root: Path) -> pytest.MonkeyPatch:
+    """A module fixture's own cwd and status dir (the autouse isolation is per test)."""
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.setenv(status_file.STATE_DIR_ENV, str(root / "state"))
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return mp
+
+
+@dataclass
+class Store:
+    uri: str
+    runs: dict[str, list[Any]]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """Real runs traced into one SQLite store: review_loop x2 (tagged), calculator_tools,
+    retry_demo (one retry, then one failed run), slow_fast x2, and MINIMAL in another
+    experiment."""
+    root = tmp_path_factory.mktemp("reports")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp = isolated(root)
+    try:
+        mp.syspath_prepend(str(root))
+        (root / "report_tools.py").write_text(TOOLS, encoding="utf-8")
+        for name, text in (("retry.yaml", RETRY), ("failing.yaml", FAILING)):
+            (root / name).write_text(text, encoding="utf-8")
+        (root / "slow_fast.yaml").write_text(SLOW_FAST, encoding="utf-8")
+        (root / "minimal.yaml").write_text(MINIMAL, encoding="utf-8")
+        tags = {"user": "ana", "team": "data"}
+        runs = {
+            "review_loop": [
+                traced(EXAMPLES / "review_loop.yaml", uri, "reports", {"topic": "bees"}, tags=tags)
+                for _ in range(2)
+            ],
+            "calculator_tools": [
+                traced(
+                    EXAMPLES / "calculator_tools.yaml", uri, "reports", {"question": "what is 2+2?"}
+                )
+            ],
+            "retry_demo": [
+                traced(root / "retry.yaml", uri, "reports", {"topic": "x"}),
+                traced(root / "failing.yaml", uri, "reports", {"topic": "x"}),
+            ],
+            "slow_fast": [
+                traced(root / "slow_fast.yaml", uri, "reports", {"topic": "t"}) for _ in range(2)
+            ],
+            "demo": [traced(root / "minimal.yaml", uri, "other", {"topic": "y"})],
+        }
+        flushed([r for results in runs.values() for r in results])
+    finally:
+        mp.undo()
+    assert [r.succeeded for r in runs["retry_demo"]] == [True, False]
+    return Store(uri, runs)
+
+
+def local_ms(*args: int) -> int:
+    return int(dt.datetime(*args).timestamp() * 1000)  # naive = local time
+
+
+# when the bulk copies in the dated store start (local time), by label
+DATED = {
+    "A": local_ms(2024, 1, 5, 10, 0),
+    "B": local_ms(2024, 1, 6, 23, 59, 59) + 500,
+    "C": local_ms(2024, 1, 7, 0, 0),  # a Sunday: still ISO week 2024-W01
+    "D": local_ms(2024, 1, 8, 0, 30),
+    "E": local_ms(2024, 2, 29, 12, 0),
+    "F": local_ms(2024, 1, 6, 8, 0),  # the failed run
+    "foreign": local_ms(2024, 1, 5, 11, 0),  # not ours: its ca.workflow tag is removed
+}
+
+
+@pytest.fixture(scope="module")
+def dated(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store whose traces start when we say: bulk copies (bench/report_costs.py) of one
+    review_loop run and one failed retry_demo run."""
+    root = tmp_path_factory.mktemp("dated")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp = isolated(root)
+    try:
+        (root / "failing.yaml").write_text(FAILING, encoding="utf-8")
+        ok = traced(EXAMPLES / "review_loop.yaml", uri, "dated", {"topic": "bees"})
+        failed = traced(root / "failing.yaml", uri, "dated", {"topic": "x"})
+        flushed([ok, failed])
+    finally:
+        mp.undo()
+    labels = list(DATED)
+    sources = [failed.trace_id if label == "F" else ok.trace_id for label in labels]
+    ids = dict(zip(labels, _bench().copy_traces(uri, sources, list(DATED.values())), strict=True))
+    with sqlite3.connect(root / "mlflow.db") as db:
+        db.execute(
+            "DELETE FROM trace_tags WHERE key = 'ca.workflow' AND request_id = ?",
+            (ids["foreign"],),
+        )
+    db.close()
+    return uri
+
+
+IN_2024 = {"start": local_ms(2024, 1, 1), "end": local_ms(2024, 12, 31)}
+
+
+# --------------------------------------------------------------------------- cost report
+
+
+def test_cost_report_totals_are_the_runs_totals(store):
+    report = cost_report(store.uri, experiment="reports")
+    results = [r for name, rs in store.runs.items() if name != "demo" for r in rs]
+    assert (report.runs, report.succeeded, report.failed) == (7, 6, 1)
+    assert report.input_tokens == sum(r.usage.input_tokens for r in results)
+    assert report.output_tokens == sum(r.usage.output_tokens for r in results)
+    assert report.total_tokens == report.input_tokens + report.output_tokens
+    expected = sum(ca.summarize_cost(r).total_usd for r in results)
+    assert report.total_cost == pytest.approx(expected, rel=1e-9)
+    assert report.avg_cost_per_run == pytest.approx(expected / 7, rel=1e-6)
+    assert report.avg_tokens_per_run == pytest.approx(report.total_tokens / 7, abs=1e-3)
+    assert report.by_model is None and report.by_node is None and report.periods is None
+    review = next(w for w in report.by_workflow if w.workflow == "review_loop")
+    assert (review.runs, review.succeeded, review.failed) == (2, 2, 0)
+    assert (review.input_tokens, review.output_tokens, review.total_tokens) == (124, 38, 162)
+    assert review.cost == pytest.approx(2 * REVIEW_RUN)
+    assert review.avg_cost_per_run == pytest.approx(REVIEW_RUN)
+    calc = next(w for w in report.by_workflow if w.workflow == "calculator_tools")
+    assert (calc.input_tokens, calc.output_tokens) == (47, 16)
+    assert calc.cost == pytest.approx(SOLVE_RUN)
+    costs = [w.cost for w in report.by_workflow]
+    assert costs == sorted(costs, reverse=True)  # the most expensive first
+
+
+def test_breakdown_by_model_and_node(store):
+    report = cost_report(store.uri, experiment="reports", breakdown=True)
+    models = {m.model: m for m in report.by_model or []}
+    assert set(models) == {"gemini-2.5-flash", "gpt-4o-mini"}
+    mini = models["gpt-4o-mini"]
+    assert (mini.calls, mini.input_tokens, mini.output_tokens) == (3, 47, 16)
+    assert mini.cost == pytest.approx(SOLVE_RUN)
+    # review_loop 2 x 4 calls, retry_demo 2 + 1, slow_fast 2 x (1 + 3: tool calls, then answer)
+    assert models["gemini-2.5-flash"].calls == 8 + 3 + 8
+    flash_runs = [
+        r for name in ("review_loop", "retry_demo", "slow_fast") for r in store.runs[name]
+    ]
+    assert models["gemini-2.5-flash"].calls == sum(n.llm_calls for r in flash_runs for n in r.nodes)
+    assert sum(m.cost for m in models.values()) == pytest.approx(report.total_cost)
+    assert sum(m.total_tokens for m in models.values()) == report.total_tokens
+    nodes = {(n.workflow, n.node): n for n in report.by_node or []}
+    write, review = nodes["review_loop", "write"], nodes["review_loop", "review"]
+    assert (write.calls, write.input_tokens, write.output_tokens) == (4, 68, 12)
+    assert (review.calls, review.input_tokens, review.output_tokens) == (4, 56, 26)
+    assert write.cost == pytest.approx(2 * WRITE_RUN)
+    assert review.cost == pytest.approx(2 * REVIEW_NODE_RUN)
+    assert nodes["calculator_tools", "solve"].calls == 1
+    assert nodes["retry_demo", "score"].calls == 2
+    assert set(nodes) == {
+        ("review_loop", "write"),
+        ("review_loop", "review"),
+        ("calculator_tools", "solve"),
+        ("retry_demo", "score"),
+        ("slow_fast", "fast"),
+        ("slow_fast", "slow"),
+    }
+    assert sum(n.cost for n in nodes.values()) == pytest.approx(report.total_cost)
+    assert sum(n.total_tokens for n in nodes.values()) == report.total_tokens
+
+
+def test_filters_by_workflow_status_and_experiment(store):
+    review = cost_report(store.uri, workflow="review_loop", breakdown=True)
+    assert review.runs == 2 and review.total_cost == pytest.approx(2 * REVIEW_RUN)
+    assert [m.model for m in review.by_model or []] == ["gemini-2.5-flash"]
+    assert {n.node for n in review.by_node or []} == {"write", "review"}
+    failed = cost_report(store.uri, status="failure", breakdown=True)
+    assert (failed.runs, failed.failed, failed.succeeded) == (1, 1, 0)
+    assert [w.workflow for w in failed.by_workflow] == ["retry_demo"]
+    (score,) = failed.by_node or []
+    assert (score.node, score.calls) == ("score", 1)
+    assert failed.total_tokens == store.runs["retry_demo"][1].usage.total_tokens
+    assert cost_report(store.uri, status="succeeded").runs == 7
+    everything = cost_report(store.uri)
+    assert everything.runs == 8  # both experiments
+    other = cost_report(store.uri, experiment="other", breakdown=True)
+    assert [w.workflow for w in other.by_workflow] == ["demo"] and other.runs == 1
+    assert cost_report(store.uri, workflow="no_such_flow").runs == 0
+
+
+def test_an_unknown_experiment_or_status_is_an_input_error(store):
+    with pytest.raises(InputError, match="no experiment named 'nope'") as err:
+        cost_report(store.uri, experiment="nope")
+    assert "reports" in (err.value.issues[0].hint or "")
+    with pytest.raises(InputError, match="unknown status"):
+        cost_report(store.uri, status="maybe")
+    with pytest.raises(InputError, match="unknown aggregation"):
+        cost_report(store.uri, aggregate_by="hourly")
+
+
+def test_dates_are_local_days_and_the_end_date_is_inclusive(dated):
+    start, end = resolve_period(None, "2024-01-06", "2024-01-06")
+    day = cost_report(dated, start=start, end=end, breakdown=True)
+    assert (day.runs, day.succeeded, day.failed) == (2, 1, 1)  # B at 23:59:59.5 and F
+    assert day.filters["start"].startswith("2024-01-06T00:00:00")
+    assert cost_report(dated, start=start, end=end, status="failed").runs == 1
+    start, end = resolve_period(None, "2024-01-05", "2024-01-05")
+    only_a = cost_report(dated, start=start, end=end, breakdown=True)
+    assert only_a.runs == 1  # the foreign trace at 11:00 is not ours
+    assert only_a.total_tokens == 81
+    assert {n.calls for n in only_a.by_node or []} == {2}
+    assert sum(m.calls for m in only_a.by_model or []) == 4
+    start, _ = resolve_period(None, "2024-01-07", None)
+    _, end = resolve_period(None, None, "2024-02-28")
+    assert cost_report(dated, start=start, end=end).runs == 2  # C and D, not E (02-29)
+
+
+@pytest.mark.parametrize(
+    ("period", "runs"),
+    [
+        ("today", 1),  # C
+        ("yesterday", 2),  # B, F
+        ("last_7_days", 4),  # A, F, B, C
+        ("last_30_days", 4),
+        ("this_month", 4),  # D (tomorrow, 00:30) not yet
+    ],
+)
+def test_named_periods(dated, period, runs):
+    now = dt.datetime(2024, 1, 7, 15, 0)
+    start, end = resolve_period(period, now=now)
+    assert cost_report(dated, start=start, end=end).runs == runs
+
+
+@pytest.mark.parametrize(
+    ("aggregate_by", "expected"),
+    [
+        (
+            "daily",
+            [
+                ("2024-01-05", "2024-01-05", 1, 0),
+                ("2024-01-06", "2024-01-06", 2, 1),
+                ("2024-01-07", "2024-01-07", 1, 0),
+                ("2024-01-08", "2024-01-08", 1, 0),
+                ("2024-02-29", "2024-02-29", 1, 0),
+            ],
+        ),
+        (
+            "weekly",
+            [
+                ("2024-W01", "2024-01-01", 4, 1),
+                ("2024-W02", "2024-01-08", 1, 0),
+                ("2024-W09", "2024-02-26", 1, 0),
+            ],
+        ),
+        ("monthly", [("2024-01", "2024-01-01", 5, 1), ("2024-02", "2024-02-01", 1, 0)]),
+    ],
+)
+def test_aggregate_by_day_week_and_month(dated, aggregate_by, expected):
+    report = cost_report(dated, aggregate_by=aggregate_by, **IN_2024)
+    assert [(p.period, p.start, p.runs, p.failed) for p in report.periods or []] == expected
+    assert sum(p.cost for p in report.periods or []) == pytest.approx(report.total_cost)
+    assert report.aggregate_by == aggregate_by
+
+
+def test_resolve_period():
+    now = dt.datetime(2024, 3, 15, 9, 30)
+    assert resolve_period("today", now=now) == (local_ms(2024, 3, 15), local_ms(2024, 3, 16))
+    assert resolve_period("yesterday", now=now) == (local_ms(2024, 3, 14), local_ms(2024, 3, 15))
+    assert resolve_period("last_7_days", now=now)[0] == local_ms(2024, 3, 9)
+    assert resolve_period("last_30_days", now=now)[0] == local_ms(2024, 2, 15)
+    assert resolve_period("this_month", now=now) == (local_ms(2024, 3, 1), local_ms(2024, 3, 16))
+    assert resolve_period(None, "2024-03-01", "2024-03-31") == (
+        local_ms(2024, 3, 1),
+        local_ms(2024, 4, 1),
+    )
+    assert resolve_period(None) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((None, "2024-02-30", None), "start date '2024-02-30' is not a date"),
+        ((None, None, "31/01/2024"), "end date '31/01/2024' is not a date"),
+        ((None, "2024-02-01", "2024-01-01"), "before the start date"),
+        (("today", "2024-01-01", None), "either a period or start/end dates"),
+        (("fortnight", None, None), "unknown period 'fortnight'"),
+    ],
+)
+def test_bad_periods_and_dates_are_input_errors(args, message):
+    with pytest.raises(InputError, match=message) as err:
+        resolve_period(*args)
+    assert err.value.issues[0].hint
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def test_profile_names_the_bottleneck_and_counts_retries(store):
+    report = profile_report(store.uri, workflow="slow_fast")
+    assert report.runs == 2
+    slow, fast = report.nodes
+    assert (slow.node, fast.node) == ("slow", "fast")
+    assert report.bottleneck is not None and report.bottleneck.node == "slow"
+    durations = sorted(n.duration_ms for r in store.runs["slow_fast"] for n in r.nodes[1:])
+    assert slow.calls == 2 and slow.max_ms == pytest.approx(durations[-1], abs=0.01)
+    assert durations[0] - 0.01 <= slow.p50_ms <= slow.p95_ms <= slow.max_ms
+    assert slow.p50_ms >= 60  # the tool sleeps 60 ms
+    assert 0.5 < slow.share < 1 and slow.share + fast.share <= 1
+    run_ms = sum(r.duration_ms for r in store.runs["slow_fast"])
+    assert report.total_run_ms == pytest.approx(run_ms, abs=2)
+    assert slow.total_tokens > 0 and slow.cost > 0
+    assert report.to_dict()["bottleneck"] == {
+        "workflow": "slow_fast",
+        "node": "slow",
+        "share": slow.share,
+    }
+
+    retried = profile_report(store.uri, workflow="retry_demo", status="succeeded")
+    (score,) = retried.nodes
+    assert (score.calls, score.retries) == (1, 1)
+    # the failed run's rejected output is a validate_output error too
+    assert profile_report(store.uri, workflow="retry_demo").nodes[0].retries == 2
+    review = profile_report(store.uri, workflow="review_loop")
+    assert {n.node: (n.calls, n.retries) for n in review.nodes} == {
+        "write": (4, 0),
+        "review": (4, 0),
+    }
+    assert sum(n.total_tokens for n in review.nodes) == 162
+
+
+# --------------------------------------------------------------------------- both paths
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"breakdown": True},
+        {"breakdown": True, "aggregate_by": "daily", "experiment": "reports"},
+        {"breakdown": True, "status": "failed"},
+        {"breakdown": True, "workflow": "review_loop", "status": "success"},
+    ],
+)
+def test_the_sql_and_search_traces_paths_agree(store, kwargs):
+    sql = cost_report(store.uri, backend="sql", **kwargs)
+    python = cost_report(store.uri, backend="rest", **kwargs)
+    assert sql.runs > 0
+    assert sql.to_dict() == python.to_dict()
+
+
+def test_the_sql_and_search_traces_paths_agree_on_dates_and_profiles(store, dated):
+    for kwargs in ({"aggregate_by": "weekly", **IN_2024}, {"start": DATED["A"], "breakdown": True}):
+        sql = cost_report(dated, **kwargs)
+        assert sql.runs > 0
+        assert sql.to_dict() == cost_report(dated, backend="rest", **kwargs).to_dict()
+    for uri in (store.uri, dated):
+        sql_profile = profile_report(uri)
+        assert sql_profile.nodes
+        assert sql_profile.to_dict() == profile_report(uri, backend="rest").to_dict()
+
+
+def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
+    source = sqlite3.connect(store.uri.removeprefix("sqlite:///"))
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    source.backup(copy)
+    source.close()
+    copy.close()
+    uri = f"sqlite:///{tmp_path / 'copy.db'}"
+    before = [cost_report(uri, breakdown=True), profile_report(uri)]
+    assert ensure_report_indexes(uri) == ["ca_report_chat_spans", "ca_report_agent_spans"]
+    assert ensure_report_indexes(uri) == []
+    result = invoke("report", "index", "--tracking-uri", uri)
+    assert result.exit_code == 0 and "nothing to do" in result.stderr
+    after = [cost_report(uri, breakdown=True), profile_report(uri)]
+    assert [r.to_dict() | {"tracking_uri": ""} for r in before] == [
+        r.to_dict() | {"tracking_uri": ""} for r in after
+    ]
+    from configurable_agents.observe.report_sql import SQLITE_CHAT_TOKENS, SQLITE_NODE_TOKENS
+
+    with sqlite3.connect(tmp_path / "copy.db") as db:
+        for table, group, exprs, index in (
+            ("CHAT_MODEL", "model_name", SQLITE_CHAT_TOKENS, "ca_report_chat_spans"),
+            ("AGENT", "name", SQLITE_NODE_TOKENS, "ca_report_agent_spans"),
+        ):
+            sums = ", ".join(f"sum({e})" for e in exprs)
+            query = f"SELECT {group}, {sums} FROM spans WHERE type = '{table}' GROUP BY {group}"
+            plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + query))
+            # streamed in index order, so the token values come from the index, not the JSON
+            assert index in plan and "TEMP B-TREE" not in plan, plan
+    db.close()
+
+
+def test_ensure_report_indexes_needs_a_store(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        ensure_report_indexes(f"sqlite:///{tmp_path / 'none.db'}")
+    assert ensure_report_indexes("postgresql://u@127.0.0.1:1/db") == []
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_a_missing_store_says_how_to_create_traces(tmp_path):
+    with pytest.raises(InputError, match=r"no traces in .* yet") as err:
+        cost_report(f"sqlite:///{tmp_path / 'missing.db'}")
+    assert "--trace" in (err.value.issues[0].hint or "")
+    assert not (tmp_path / "missing.db").exists()  # reports never create a store
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with pytest.raises(InputError, match="not an MLflow tracking store"):
+        cost_report(f"sqlite:///{empty}")
+
+
+def test_a_relative_sqlite_uri_is_relative_to_the_current_directory(store, monkeypatch):
+    path = Path(store.uri.removeprefix("sqlite:///"))
+    monkeypatch.chdir(path.parent)
+    report = cost_report("sqlite:///mlflow.db", experiment="reports")
+    assert report.runs == 7 and report.tracking_uri == store.uri
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def app() -> typer.Typer:
+    main = typer.Typer()
+    main.add_typer(report_app, name="report")
+    main.add_typer(observability_app, name="observability")
+    return main
+
+
+def invoke(*args: str) -> Any:
+    result = CliRunner().invoke(app(), list(args))
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_cli_costs_prints_the_guide_layout(store):
+    result = invoke("report", "costs", "--tracking-uri", store.uri, "--breakdown")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for heading in ("Cost Summary:", "Cost by Workflow:", "Cost by Model:", "Cost by Node:"):
+        assert heading in out
+    assert out.index("Cost by Workflow:") < out.index("Cost by Model:") < out.index("Cost by Node:")
+    lines = {line.split(":")[0].strip(): line for line in out.splitlines() if ":" in line}
+    assert "Total Runs:" in lines["Total Runs"] and lines["Total Runs"].split()[-1] == "8"
+    assert lines["Failed"].split()[-1] == "1"
+    assert "review_loop/write" in out and "gpt-4o-mini" in out
+    assert f"${2 * REVIEW_RUN:.6f}" in out
+    assert result.stderr == ""
+
+
+def test_cli_writes_json_and_csv_files(store, tmp_path):
+    out = tmp_path / "costs.json"
+    result = invoke("report", "costs", "--tracking-uri", store.uri, "--breakdown", "-o", str(out))
+    assert result.exit_code == 0 and result.stdout == ""
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data == cost_report(store.uri, breakdown=True).to_dict()
+    assert f"wrote {out}" in result.stderr
+
+    table = tmp_path / "costs.csv"  # csv from the suffix
+    result = invoke("report", "costs", "--tracking-uri", store.uri, "--breakdown", "-o", str(table))
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(table.read_text(encoding="utf-8"))))
+    assert list(rows[0]) == [
+        "dimension",
+        "name",
+        "cost_usd",
+        "runs",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+    ]
+    assert rows[0]["dimension"] == "total" and rows[0]["runs"] == "8"
+    by = {(r["dimension"], r["name"]): r for r in rows}
+    assert float(by["workflow", "review_loop"]["cost_usd"]) == pytest.approx(2 * REVIEW_RUN)
+    assert by["node", "review_loop/write"]["runs"] == "4"  # visits
+    assert by["model", "gpt-4o-mini"]["runs"] == "3"  # calls
+    assert float(rows[0]["cost_usd"]) == pytest.approx(
+        sum(float(r["cost_usd"]) for r in rows if r["dimension"] == "workflow")
+    )
+
+    result = invoke(
+        "report",
+        "costs",
+        "--tracking-uri",
+        store.uri,
+        "--aggregate-by",
+        "monthly",
+        "--format",
+        "csv",
+    )
+    assert result.exit_code == 0
+    (month,) = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert month["runs"] == "8" and month["period"] == dt.date.today().strftime("%Y-%m")
+
+
+def test_cli_profile(store, tmp_path):
+    result = invoke("report", "profile", "--tracking-uri", store.uri, "--workflow", "slow_fast")
+    assert result.exit_code == 0, result.output
+    assert "Time by Node" in result.stdout
+    assert "Bottleneck: slow (slow_fast)" in result.stdout
+    out = tmp_path / "profile.csv"
+    result = invoke("report", "profile", "--tracking-uri", store.uri, "-o", str(out))
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert rows[0]["node"] == "slow"
+    retries = {(r["workflow"], r["node"]): r["retries"] for r in rows}
+    assert retries["retry_demo", "score"] == "2"
+    result = invoke("report", "profile", "--tracking-uri", store.uri, "--format", "json")
+    assert json.loads(result.stdout)["bottleneck"]["node"] == "slow"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--start-date", "2024-13-01"], "start date '2024-13-01' is not a date"),
+        (["--period", "today", "--end-date", "2024-01-01"], "either a period or start/end"),
+        (["--experiment", "nope"], "no experiment named 'nope'"),
+    ],
+)
+def test_cli_bad_input_exits_2(store, args, message):
+    result = invoke("report", "costs", "--tracking-uri", store.uri, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and result.stdout == ""
+
+
+def test_cli_missing_store_and_missing_mlflow_exit_2(tmp_path, monkeypatch):
+    result = invoke("report", "costs", "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.exit_code == 2 and "no traces in" in result.stderr
+    assert "hint: run a workflow with tracing on" in result.stderr
+    monkeypatch.chdir(tmp_path)
+    result = invoke("report", "profile")  # default: sqlite:///mlflow.db here
+    assert result.exit_code == 2 and str(tmp_path / "mlflow.db") in result.stderr
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)  # as if MLflow were not installed
+    result = invoke("report", "costs", "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.exit_code == 2
+    assert 'pip install "configurable-agents[mlflow]"' in result.stderr
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_shows_where_traces_go_the_last_24h_and_the_last_error(store):
+    status_file.record_success(store.uri)
+    status_file.record_error(store.uri, "OperationalError: database is locked")
+    info = observability_status(store.uri, "reports")
+    assert info["tracking_uri"] == store.uri and info["reachable"] is True
+    assert info["traces_last_24h"] == 7 and info["experiments"] == ["reports"]
+    assert info["last_error"] == "OperationalError: database is locked"
+    assert info["last_error_at"] and info["last_success_at"]
+    assert observability_status(store.uri)["traces_last_24h"] == 8
+    result = invoke("observability", "status", "--tracking-uri", store.uri)
+    assert result.exit_code == 0
+    assert "Traces (24 h):  8" in result.stdout
+    assert "database is locked" in result.stdout
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_status_of_an_unreachable_or_missing_store_is_reported(tmp_path):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    info = observability_status(uri)
+    assert info["reachable"] is False and "cannot reach" in info["error"]
+    result = invoke("observability", "status", "--tracking-uri", uri, "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["reachable"] is False
+    missing = observability_status(f"sqlite:///{tmp_path / 'none.db'}")
+    assert missing["reachable"] is False and "does not exist" in missing["error"]
+    assert "--trace" in missing["hint"]
+    result = invoke("observability", "status", "--tracking-uri", uri)
+    assert result.exit_code == 0 and "not readable" in result.stdout
+
+
+def test_status_reads_the_tracking_uri_and_experiment_from_a_workflow(store, write_workflow):
+    text = MINIMAL.replace(
+        "config:\n",
+        "config:\n  observability:\n    mlflow:\n"
+        f"      enabled: true\n      tracking_uri: '{store.uri}'\n      experiment_name: other\n",
+    )
+    path = write_workflow(text)
+    result = invoke("observability", "status", "--workflow", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert (info["tracking_uri"], info["experiment"]) == (store.uri, "other")
+    assert info["traces_last_24h"] == 1 and info["tracing_enabled"] is True
+
+
+# --------------------------------------------------------------------------- other stores
+
+
+def test_cost_report_on_postgresql(postgres_tracking_uri, tmp_path):
+    mp = isolated(tmp_path)
+    try:
+        results = [
+            traced(EXAMPLES / "review_loop.yaml", postgres_tracking_uri, "pg", {"topic": "b"})
+        ]
+        flushed(results)
+    finally:
+        mp.undo()
+    report = cost_report(postgres_tracking_uri, breakdown=True)
+    assert (report.runs, report.input_tokens, report.output_tokens) == (1, 62, 19)
+    assert report.total_cost == pytest.approx(REVIEW_RUN)
+    nodes = {n.node: n for n in report.by_node or []}
+    assert (nodes["write"].input_tokens, nodes["review"].output_tokens) == (34, 13)
+    assert [(m.model, m.calls, m.total_tokens) for m in report.by_model or []] == [
+        ("gemini-2.5-flash", 4, 81)
+    ]
+    assert (
+        report.to_dict()
+        == cost_report(postgres_tracking_uri, breakdown=True, backend="rest").to_dict()
+    )
+    assert (
+        profile_report(postgres_tracking_uri).to_dict()
+        == profile_report(postgres_tracking_uri, backend="rest").to_dict()
+    )
+
+
+def test_cost_report_over_an_mlflow_server(mlflow_server, tmp_path):
+    mp = isolated(tmp_path)
+    try:
+        flushed(
+            [traced(EXAMPLES / "review_loop.yaml", mlflow_server.url, "server", {"topic": "b"})]
+        )
+    finally:
+        mp.undo()
+    over_http = cost_report(mlflow_server.url, experiment="server", breakdown=True)
+    assert (over_http.runs, over_http.total_tokens) == (1, 81)
+    assert over_http.total_cost == pytest.approx(REVIEW_RUN)
+    in_db = cost_report(mlflow_server.backend_uri, experiment="server", breakdown=True)
+    assert over_http.to_dict() | {"tracking_uri": ""} == in_db.to_dict() | {"tracking_uri": ""}
+    info = observability_status(mlflow_server.url, "server")
+    assert info["reachable"] is True and info["traces_last_24h"] == 1
+
+
+def test_passwords_in_tracking_uris_are_never_shown():
+    uri = f"postgresql://ana:s3cret@127.0.0.1:{_closed_port()}/traces"
+    info = observability_status(uri)
+    assert info["reachable"] is False and info["error"]
+    assert "s3cret" not in json.dumps(info) and "ana:***@" in info["tracking_uri"]
+    result = invoke("report", "costs", "--tracking-uri", uri)
+    assert result.exit_code == 2 and "s3cret" not in result.output

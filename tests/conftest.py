@@ -29,6 +29,33 @@ edges:
 """
 
 
+# One node whose first answer is invalid: one retry, then valid (FAILING: no retry, fails).
+RETRY = """\
+schema_version: "1.0"
+flow: {name: retry_demo}
+config:
+  llm:
+    provider: test
+    model: gemini-2.5-flash
+    responses:
+      score: [{value: "not a number"}, {value: 7}]
+  execution: {max_retries: 1}
+state:
+  fields:
+    topic: {type: str, required: true}
+    value: {type: int, default: 0}
+nodes:
+  - id: score
+    prompt: "Score {topic}."
+    outputs: [value]
+    output_schema: {fields: [{name: value, type: int}]}
+edges:
+  - {from: START, to: score}
+  - {from: score, to: END}
+"""
+FAILING = RETRY.replace("execution: {max_retries: 1}", "execution: {max_retries: 0}")
+
+
 @pytest.fixture
 def write_workflow(tmp_path: Path) -> Callable[[str, str], Path]:
     """Write dedented YAML to ``tmp_path/<name>`` and return its path."""

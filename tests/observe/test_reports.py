@@ -33,7 +33,7 @@ from configurable_agents.observe.reports import (
     resolve_period,
 )
 
-from conftest import EXAMPLES, MINIMAL
+from conftest import EXAMPLES, FAILING, MINIMAL, RETRY
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -46,30 +46,6 @@ WRITE_RUN = 34 * FLASH_IN + 6 * FLASH_OUT  # its two write visits: 14 + 20 in, 3
 REVIEW_NODE_RUN = 28 * FLASH_IN + 13 * FLASH_OUT  # its two review visits: 14 + 14 in, 9 + 4 out
 SOLVE_RUN = 47 * MINI_IN + 16 * MINI_OUT  # calculator_tools: 3 calls (tools, then the answer)
 
-RETRY = """\
-schema_version: "1.0"
-flow: {name: retry_demo}
-config:
-  llm:
-    provider: test
-    model: gemini-2.5-flash
-    responses:
-      score: [{value: "not a number"}, {value: 7}]
-  execution: {max_retries: 1}
-state:
-  fields:
-    topic: {type: str, required: true}
-    value: {type: int, default: 0}
-nodes:
-  - id: score
-    prompt: "Score {topic}."
-    outputs: [value]
-    output_schema: {fields: [{name: value, type: int}]}
-edges:
-  - {from: START, to: score}
-  - {from: score, to: END}
-"""
-FAILING = RETRY.replace("{max_retries: 1}", "{max_retries: 0}")
 
 # two nodes; "slow" calls a tool that sleeps 60 ms, so it is the bottleneck
 SLOW_FAST = """\

@@ -12,7 +12,7 @@ import configurable_agents as ca
 from configurable_agents.observe import tracing
 from configurable_agents.observe.spans import SequentialIds, build_trace
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, FAILING, RETRY
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -144,31 +144,6 @@ def test_trace_has_the_span_model_tokens_and_exact_cost(store):
     assert nodes[1].outputs == {"score": 4, "feedback": "Too vague; add one concrete example."}
 
 
-RETRY = """\
-schema_version: "1.0"
-flow: {name: retry_demo}
-config:
-  llm:
-    provider: test
-    model: gemini-2.5-flash
-    responses:
-      score: [{value: "not a number"}, {value: 7}]
-  execution: {max_retries: 1}
-state:
-  fields:
-    topic: {type: str, required: true}
-    value: {type: int, default: 0}
-nodes:
-  - id: score
-    prompt: "Score {topic}."
-    outputs: [value]
-    output_schema: {fields: [{name: value, type: int}]}
-edges:
-  - {from: START, to: score}
-  - {from: score, to: END}
-"""
-
-
 def test_each_retry_is_visible_with_its_validation_error(store, write_workflow):
     workflow = compiled(write_workflow(RETRY), store, "retries")
     result = traced_run(workflow, {"topic": "x"})
@@ -190,9 +165,6 @@ def test_each_retry_is_visible_with_its_validation_error(store, write_workflow):
     ]
     assert attempts == [0, 1]
     assert trace.info.trace_metadata["ca.retry_count"] == "1"
-
-
-FAILING = RETRY.replace("execution: {max_retries: 1}", "execution: {max_retries: 0}")
 
 
 def test_a_failed_run_is_an_error_trace_with_the_error_and_last_state(store, write_workflow):

@@ -290,8 +290,8 @@ def theirs(uri: str, start_ms: int | None) -> Any:
     path of ``report costs``)."""
     import mlflow
 
-    from configurable_agents.observe.report_model import Filters, Groups, build_cost_report
-    from configurable_agents.observe.report_rest import add_traces
+    from configurable_agents.observe.report.model import Filters, Groups, build_cost_report
+    from configurable_agents.observe.report.rest import add_traces
 
     mlflow.set_tracking_uri(uri)
     experiments = [e.experiment_id for e in mlflow.search_experiments()]
@@ -343,7 +343,7 @@ def main() -> int:
     shutil.rmtree(work / "mlruns", ignore_errors=True)
     uri = f"sqlite:///{db}"
 
-    from configurable_agents.observe.reports import cost_report, ensure_report_indexes
+    from configurable_agents.observe.report.reports import cost_report, ensure_report_indexes
 
     print(f"store: {uri}")
     start = time.perf_counter()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from configurable_agents import pricing as cost_module
 from configurable_agents import run_workflow
-from configurable_agents.observe import cost as cost_module
 from configurable_agents.observe import summarize_cost
 from configurable_agents.run.result import NodeRun, RunResult, TokenUsage
 

@@ -33,8 +33,8 @@ import configurable_agents as ca
 from configurable_agents.cli.deploy import deploy_command
 from configurable_agents.deploy import SERVICES, write_bundle
 from configurable_agents.exceptions import UserError
-from configurable_agents.observe.alerts import AlertThresholds
-from configurable_agents.observe.dashboards import DASHBOARDS
+from configurable_agents.observe.metrics.alerts import AlertThresholds
+from configurable_agents.observe.metrics.dashboards import DASHBOARDS
 from servers import free_port, log_tail, skip_unless_ci
 
 from conftest import EXAMPLES, MINIMAL
@@ -91,7 +91,7 @@ def test_bundle_has_every_file(bundle):
         "package/pyproject.toml",
         "package/README.md",
         "package/src/configurable_agents/__init__.py",
-        "package/src/configurable_agents/observe/prometheus/rules.yml",
+        "package/src/configurable_agents/observe/metrics/prometheus/rules.yml",
         *(f"grafana/dashboards/{name}" for name in DASHBOARDS),
     }
     present = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()}

@@ -68,6 +68,19 @@ def __getattr__(name: str) -> _typing.Any:
 
 __version__ = "0.1.0"
 
+
+def _install_observer() -> None:
+    """The composition root: runs report to the observability layer through ``run.hooks``
+    (so ``run`` never imports ``observe``)."""
+    from .observe.dispatch import OBSERVER
+    from .run import hooks
+
+    if hooks.observer() is None:
+        hooks.install(OBSERVER)
+
+
+_install_observer()
+
 __all__ = [
     "CompiledWorkflow",
     "ConfigurableAgentsError",

@@ -15,7 +15,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from configurable_agents.observe import alerts
-from configurable_agents.observe.alerts import AlertThresholds, rules_text, write_rules
+from configurable_agents.observe.metrics.alerts import AlertThresholds, rules_text, write_rules
 from servers import skip_unless_ci
 
 UNIT_TESTS = Path(__file__).resolve().parent / "prometheus" / "rules_test.yml"

@@ -31,7 +31,7 @@ from ruamel.yaml import YAML
 
 import configurable_agents as ca
 from configurable_agents.observe import alerts, metrics
-from configurable_agents.observe.dashboards import (
+from configurable_agents.observe.metrics.dashboards import (
     DASHBOARDS,
     build_dashboards,
     panel_queries,

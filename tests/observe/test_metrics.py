@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import configurable_agents as ca
-from configurable_agents.observe import metrics
+from configurable_agents.observe.metrics import recorder as metrics
 
 from conftest import EXAMPLES
 

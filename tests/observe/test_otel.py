@@ -25,7 +25,7 @@ import pytest
 
 import configurable_agents as ca
 from configurable_agents.observe import dispatch, otel
-from configurable_agents.observe.spans import SequentialIds, WorkflowInfo, build_trace
+from configurable_agents.observe.trace.spans import SequentialIds, WorkflowInfo, build_trace
 from servers import skip_unless_ci
 
 from conftest import EXAMPLES, MINIMAL

@@ -25,7 +25,7 @@ import configurable_agents as ca
 from configurable_agents.cli.report import observability_app, report_app
 from configurable_agents.exceptions import InputError
 from configurable_agents.observe import status as status_file
-from configurable_agents.observe.reports import (
+from configurable_agents.observe.report.reports import (
     cost_report,
     ensure_report_indexes,
     observability_status,
@@ -476,7 +476,7 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
     assert [r.to_dict() | {"tracking_uri": ""} for r in before] == [
         r.to_dict() | {"tracking_uri": ""} for r in after
     ]
-    from configurable_agents.observe.report_sql import SQLITE_CHAT_TOKENS, SQLITE_NODE_TOKENS
+    from configurable_agents.observe.report.sql import SQLITE_CHAT_TOKENS, SQLITE_NODE_TOKENS
 
     with sqlite3.connect(tmp_path / "copy.db") as db:
         for table, group, exprs, index in (

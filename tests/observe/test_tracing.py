@@ -10,7 +10,7 @@ import pytest
 
 import configurable_agents as ca
 from configurable_agents.observe import tracing
-from configurable_agents.observe.spans import SequentialIds, build_trace
+from configurable_agents.observe.trace.spans import SequentialIds, build_trace
 
 from conftest import EXAMPLES, FAILING, RETRY
 

@@ -15,7 +15,7 @@ prometheus_client = pytest.importorskip("prometheus_client")
 
 @pytest.fixture(autouse=True)
 def _fresh_metrics(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from configurable_agents.observe import metrics
+    from configurable_agents.observe.metrics import recorder as metrics
 
     monkeypatch.setattr(metrics, "_metrics", metrics.Metrics())
     monkeypatch.setattr(metrics, "_enabled", False)

@@ -72,7 +72,6 @@ def _guard(verbose: bool, as_json: bool) -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
-        _flush_traces(console)
         raise typer.Exit(143 if _terminated else 130) from None
     except typer.Exit:
         raise
@@ -154,9 +153,6 @@ def run(
         from ..observe import summarize_cost
 
         cost = summarize_cost(result, compiled.price_overrides())
-        if result.trace_id:
-            _flush_traces(console)
-        _push_metrics(loaded, console)
         if as_json:
             data = result.to_dict(detail=verbose)
             data["cost"] = cost.to_dict()
@@ -225,45 +221,15 @@ def _setup_tracing(loaded: Any, trace: bool | None, console: Console) -> bool | 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    from ..observe.tracing import require_mlflow
+    import importlib.util
 
-    try:
-        require_mlflow()
-    except ImportError as exc:
-        console.print(f"[yellow]warning:[/yellow] {escape(str(exc))}; running without tracing")
+    if importlib.util.find_spec("mlflow") is None:  # not ``import mlflow``: that takes seconds
+        from ..exceptions import MissingExtraError
+
+        error = MissingExtraError("mlflow", "mlflow", "MLflow tracing")
+        console.print(f"[yellow]warning:[/yellow] {escape(str(error))}; running without tracing")
         return False
     return trace
-
-
-def _push_metrics(loaded: Any, console: Console) -> None:
-    config = loaded.spec.config.observability.prometheus
-    if not (config.enabled and config.pushgateway_url):
-        return
-    from ..observe import metrics
-
-    error = metrics.push(config.pushgateway_url)
-    if error:
-        console.print(
-            f"[yellow]warning:[/yellow] could not push metrics to {escape(config.pushgateway_url)}"
-            f" ({escape(error)}); the run is not affected"
-        )
-
-
-def _flush_traces(console: Console) -> None:
-    if "configurable_agents.observe.tracing" not in sys.modules:
-        return
-    from ..observe import tracing
-
-    writer = tracing.writer()
-    if not writer.pending:
-        return
-    timeout = tracing.flush_timeout()
-    if not writer.flush(timeout):
-        writer.abandoned = True
-        console.print(
-            f"[yellow]warning:[/yellow] {writer.pending} trace(s) not written to MLflow after "
-            f"{timeout:.0f} s; giving up (set {tracing.FLUSH_TIMEOUT_ENV} to wait longer)"
-        )
 
 
 def _warn_pending_features(loaded: Any, console: Console, as_json: bool) -> None:

@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.status import Status
 from rich.syntax import Syntax
 
-from ..observe.cost import PRICE_HINT
+from ..pricing import PRICE_HINT
 
 if TYPE_CHECKING:
     from ..observe import CostSummary
@@ -109,9 +109,12 @@ def print_result(result: RunResult, cost: CostSummary, out: Console, err: Consol
             f"[yellow]warning:[/yellow] no price is known for model '{escape(model)}'; it is "
             f"counted as $0. To price it, {escape(PRICE_HINT)}"
         )
-    if result.trace_id and result.trace_written:
-        uri = result.trace_uri or ""
-        err.print(f"Trace: {result.trace_id} in {escape(uri)}")
+    if result.trace_id:
+        from ..observe.trace.targets import mask_url
+
+        uri = mask_url(result.trace_uri or "")
+        when = "" if result.trace_written else " [dim](written in the background)[/dim]"
+        err.print(f"Trace: {result.trace_id} in {escape(uri)}{when}")
         if uri.startswith(("http://", "https://")):
             err.print(f"  [dim]open {escape(uri)} → Experiments → Traces[/dim]")
         else:

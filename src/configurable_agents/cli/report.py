@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from ..observe.reports import CostReport, ProfileReport
+    from ..observe.report.reports import CostReport, ProfileReport
 
 report_app = typer.Typer(
     help="Reports over the traces in an MLflow store: what runs cost and where time goes.",
@@ -112,7 +112,7 @@ def _filters(
     end_date: str | None,
     status: Status | None,
 ) -> dict[str, Any]:
-    from ..observe.reports import resolve_period
+    from ..observe.report.reports import resolve_period
 
     start, end = resolve_period(period.value if period else None, start_date, end_date)
     return {
@@ -130,7 +130,7 @@ def _emit(
     fmt: Format | None,
     render: Any,
 ) -> None:
-    from ..observe.reports import write_report
+    from ..observe.report.reports import write_report
 
     err = _stderr()
     if output is not None:
@@ -158,7 +158,7 @@ def _stderr() -> Console:
 def _index_tip(uri: str, runs: int) -> None:
     if runs < INDEX_TIP_RUNS:
         return
-    from ..observe.report_sql import missing_report_indexes
+    from ..observe.report.sql import missing_report_indexes
 
     try:
         missing = missing_report_indexes(uri)
@@ -191,7 +191,7 @@ def costs(
     verbose: VerboseOpt = False,
 ) -> None:
     """What runs cost: totals, by workflow (and by model and node with --breakdown)."""
-    from ..observe.reports import cost_report
+    from ..observe.report.reports import cost_report
     from .app import _guard
 
     with _guard(verbose, False):
@@ -220,7 +220,7 @@ def profile(
     verbose: VerboseOpt = False,
 ) -> None:
     """Where time goes, per node: calls, p50/p95/max, share of run time, retries; the bottleneck."""
-    from ..observe.reports import profile_report
+    from ..observe.report.reports import profile_report
     from .app import _guard
 
     with _guard(verbose, False):
@@ -234,8 +234,8 @@ def profile(
 @report_app.command("index")
 def index(tracking_uri: TrackingUri = DEFAULT_URI, verbose: VerboseOpt = False) -> None:
     """Create the indexes that make reports fast on a SQLite store (safe to run again)."""
-    from ..observe.reports import ensure_report_indexes
-    from ..observe.tracing import resolve_tracking_uri
+    from ..observe.report.reports import ensure_report_indexes
+    from ..observe.trace.targets import resolve_tracking_uri
     from .app import _guard
 
     with _guard(verbose, False):
@@ -408,7 +408,7 @@ def status(
     verbose: VerboseOpt = False,
 ) -> None:
     """Where traces go, how many arrived in the last 24 h, the last write and the last error."""
-    from ..observe.reports import observability_status
+    from ..observe.report.reports import observability_status
     from .app import _guard
 
     with _guard(verbose, as_json):

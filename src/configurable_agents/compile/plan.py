@@ -27,7 +27,7 @@ from ..tools import resolve_tool
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
-    from ..observe.cost import PriceOverrides
+    from ..pricing import PriceOverrides
 
 
 @dataclass
@@ -88,7 +88,7 @@ class CompiledWorkflow:
     def price_overrides(self) -> PriceOverrides:
         """Prices from ``config.pricing`` (inline wins over its file) and the env price file."""
         if self._prices is None:
-            from ..observe.cost import ModelPrice, env_price_overrides, load_price_file
+            from ..pricing import ModelPrice, env_price_overrides, load_price_file
 
             pricing = self.workflow.spec.config.pricing
             prices = env_price_overrides()

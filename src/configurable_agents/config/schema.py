@@ -102,10 +102,24 @@ class PrometheusConfig(_Section):
     pushgateway_url: str | None = None
 
 
+class SpoolConfig(_Section):
+    """The durable local spool runs are written to before their traces reach a sink."""
+
+    path: str | None = Field(
+        None,
+        description="Spool file (default: $CONFIGURABLE_AGENTS_SPOOL, else spool.db in "
+        "$CONFIGURABLE_AGENTS_STATE_DIR or ~/.local/state/configurable-agents).",
+    )
+    max_mb: int = Field(
+        512, ge=1, le=1_000_000, description="Size cap; past it the oldest unsent runs drop."
+    )
+
+
 class ObservabilityConfig(_Section):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     opentelemetry: OpenTelemetryConfig = Field(default_factory=OpenTelemetryConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
 
 
 class ModelPriceSpec(_Section):

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import __version__
 from ..exceptions import Issue, UserError
-from ..observe.alerts import AlertThresholds, write_rules
+from ..observe.metrics.alerts import AlertThresholds, write_rules
 from . import templates as t
 
 __all__ = ["IMAGES", "SERVICES", "Bundle", "write_bundle"]
@@ -144,7 +144,7 @@ def write_bundle(
     write("alertmanager/alertmanager.yml", t.ALERTMANAGER_YML)
     write("grafana/provisioning/datasources/prometheus.yml", t.GRAFANA_DATASOURCES)
     write("grafana/provisioning/dashboards/configurable-agents.yml", t.GRAFANA_DASHBOARD_PROVIDER)
-    from ..observe.dashboards import write_dashboards
+    from ..observe.metrics.dashboards import write_dashboards
 
     files += write_dashboards(out / "grafana" / "dashboards")
     write(

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..observe.alerts import AlertThresholds
+from ..observe.metrics.alerts import AlertThresholds
 
 # Container-side names and ports; the compose file, prometheus.yml, the Grafana data sources
 # and the rewritten workflow all use these.

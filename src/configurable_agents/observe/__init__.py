@@ -1,28 +1,56 @@
-"""Observability: run cost (``cost``), the span tree of a run (``spans``), MLflow traces
-written in the background (``tracing``, ``mlflow_trace``, ``artifacts``) and reports over
-them (``reports``). Nothing here ever fails a run.
+"""Observability: where finished runs go after the run layer reports them (``dispatch``):
+the span tree spooled and drained into MLflow and OTLP (``trace``), reports over the stored
+traces (``report``), and Prometheus metrics, alert rules and dashboards (``metrics``).
+Nothing here ever fails a run.
 """
 
 from __future__ import annotations
 
-from .cost import CostSummary, ModelCost, price_usage, summarize_cost
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..pricing import CostSummary, ModelCost, price_usage
+    from ..run.cost import summarize_cost
+
+_LAZY = {
+    "CostSummary": "..pricing",
+    "ModelCost": "..pricing",
+    "price_usage": "..pricing",
+    "summarize_cost": "..run.cost",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Wait until every trace queued by this process is written to MLflow and exported over
-    OTLP (``False`` when ``timeout`` seconds passed first)."""
-    import sys
+    """Wait until every run this process spooled is written to each of its sinks (MLflow,
+    OTLP, Pushgateway); ``False`` when ``timeout`` seconds passed first (the runs stay in the
+    spool and are written later). Also waits for this process's metrics thread."""
     import time
 
-    from .tracing import flush as _flush
+    from .dispatch import OBSERVER, flush_timeout
+    from .trace import wait_for
+    from .trace.spool import open_spool
 
-    deadline = None if timeout is None else time.monotonic() + timeout
-    done = _flush(timeout)
-    otel = sys.modules.get(f"{__name__}.otel")  # loaded by the first run that exports
-    if otel is not None:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        done = otel.flush(remaining) and done
-    return bool(done)
+    limit = flush_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    done = OBSERVER.metrics.flush(limit)
+    for path, ids in OBSERVER.spooled().items():
+        if not ids:
+            continue
+        remaining = max(0.0, deadline - time.monotonic())
+        if wait_for(open_spool(path), ids, remaining):
+            OBSERVER.forget(path, ids)
+        else:
+            done = False
+    return done
 
 
 __all__ = ["CostSummary", "ModelCost", "flush", "price_usage", "summarize_cost"]

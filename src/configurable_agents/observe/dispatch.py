@@ -1,74 +1,285 @@
 """Hand a finished run to the observability tiers its workflow turns on.
 
-This is the only observability code on the caller's path, and it does almost nothing: it
-queues the run for the background writer (``observe.tracing``). Pricing, building the span
-tree and writing it happen there. Nothing here raises: a tier that cannot start logs one
-warning and the run's result is returned as it is.
+``OBSERVER`` is installed into ``run.hooks`` by the package. It is the only observability code
+on the caller's path, and it does little: it appends the run to the durable local spool (one
+SQLite commit, well under a millisecond) for each sink the workflow names (MLflow store,
+OTLP endpoint, Pushgateway), makes sure a drainer serves those sinks (starting a detached one
+if none does), and, when this process keeps Prometheus metrics (the server), hands the run to
+a metrics thread. Pricing, building the span tree and writing it happen in the drainer.
+
+Nothing here raises into a run: a tier that cannot start logs one warning (per key and minute)
+and the run's result is returned as it is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import queue
+import threading
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..compile.plan import CompiledWorkflow
     from ..run.result import RunResult
+    from .trace.spool import SinkRef, Spool
 
 log = logging.getLogger("configurable_agents.observe")
-_warned: set[str] = set()
+WARN_EVERY = 60.0
+_warned: dict[str, float] = {}
+_warn_lock = threading.Lock()
 
 
-def warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message)
+def warn_once(key: str, message: str, every: float | None = None) -> None:
+    """Log ``message`` once per ``key`` (again after ``every`` seconds, when given)."""
+    now = time.monotonic()
+    with _warn_lock:
+        last = _warned.get(key)
+        if last is not None and (every is None or now - last < every):
+            return
+        _warned[key] = now
+    log.warning(message)
 
 
-def run_starting(compiled: CompiledWorkflow) -> bool:
-    """Count the run as active in the Prometheus metrics, when they are on; say if so."""
-    from . import metrics
+class _MetricsThread:
+    """Records finished runs into this process's Prometheus registry off the caller's path
+    (pricing a run costs ~0.25 ms per call)."""
 
-    if not (metrics.enabled() or compiled.workflow.spec.config.observability.prometheus.enabled):
-        return False
-    try:
-        metrics.metrics().run_started(compiled.name)
-    except Exception as exc:  # noqa: BLE001 - observability never fails a run
-        warn_once("metrics", f"Prometheus metrics are off for this process: {exc}")
-        return False
-    return True
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[RunResult | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+
+    def submit(self, result: RunResult) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="configurable-agents-metrics", daemon=True
+                )
+                self._thread.start()
+            self._pending += 1
+        self._queue.put(result)
+
+    def _loop(self) -> None:
+        from .metrics import metrics
+
+        while True:
+            result = self._queue.get()
+            if result is None:
+                return
+            try:
+                metrics().run_finished(result)
+            except Exception as exc:  # noqa: BLE001 - metrics never fail a run
+                warn_once("metrics-record", f"could not record Prometheus metrics: {exc}")
+            with self._lock:
+                self._pending -= 1
+                self._idle.notify_all()
+
+    def flush(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
 
 
-def observe_run(
-    compiled: CompiledWorkflow,
-    result: RunResult,
-    *,
-    trace: bool | None = None,
-    tags: Mapping[str, str] | None = None,
-    metered: bool = False,
-) -> None:
-    if metered:
+class Observer:
+    """The observability tiers, as ``run.hooks`` sees them."""
+
+    def __init__(self) -> None:
+        self.metrics = _MetricsThread()
+        self._records: dict[Path, list[int]] = {}  # spooled by this process, per spool
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ run.hooks
+
+    def run_started(self, compiled: CompiledWorkflow) -> bool:
+        """Count the run as active in the Prometheus metrics, when they are on; say if so."""
+        from . import metrics
+
+        if not metrics.enabled():
+            return False
         try:
-            from . import metrics
-
-            metrics.metrics().run_finished(result)
+            metrics.metrics().run_started(compiled.name)
         except Exception as exc:  # noqa: BLE001 - observability never fails a run
-            warn_once("metrics-record", f"could not record Prometheus metrics: {exc}")
-    otel_config = compiled.workflow.spec.config.observability.opentelemetry
-    if otel_config.enabled:
+            warn_once("metrics", f"Prometheus metrics are off for this process: {exc}")
+            return False
+        return True
+
+    def run_finished(
+        self,
+        compiled: CompiledWorkflow,
+        result: RunResult,
+        started: Any,
+        *,
+        trace: bool | None,
+        tags: Mapping[str, str] | None,
+        context: Mapping[str, str] | None,
+    ) -> None:
+        if started:
+            self.metrics.submit(result)
         try:
-            from .otel import submit as submit_otel
-
-            submit_otel(compiled, result, otel_config, tags)
+            self._spool(compiled, result, trace, dict(tags or {}), context)
         except Exception as exc:  # noqa: BLE001 - observability never fails a run
-            warn_once("otel-submit", f"OpenTelemetry export is off for this process: {exc}")
-    config = compiled.workflow.spec.config.observability.mlflow
-    if not (config.enabled if trace is None else trace):
-        return
-    try:
-        from .tracing import submit
+            warn_once("spool", f"tracing is off for this run: {type(exc).__name__}: {exc}", 60)
 
-        submit(compiled, result, config, dict(tags or {}))
-    except Exception as exc:  # noqa: BLE001 - observability never fails a run
-        warn_once("submit", f"MLflow tracing is off for this process: {exc}")
+    # ------------------------------------------------------------------ spooling
+
+    def _spool(
+        self,
+        compiled: CompiledWorkflow,
+        result: RunResult,
+        trace: bool | None,
+        tags: dict[str, str],
+        context: Mapping[str, str] | None,
+    ) -> None:
+        from .trace import sinks_for
+        from .trace.spans import WorkflowInfo
+        from .trace.spool import FORMAT, SpoolRecord, open_spool, workflow_spool_path
+
+        obs = compiled.workflow.spec.config.observability
+        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
+        plan = sinks_for(obs, trace=trace, base=base)
+        if not plan.sinks:
+            return
+        data: dict[str, Any] = {
+            "workflow": WorkflowInfo.of(compiled),
+            "tags": tags,
+            "parent": parse_traceparent(context) if context else None,
+        }
+        if plan.mlflow is not None:
+            result.trace_id = f"tr-{result.run_id}"
+            result.trace_uri = plan.mlflow.uri
+            name = render_run_name(obs.mlflow.run_name, compiled, result)
+            if name:
+                data["tags"] = {**tags, "run_name": name}
+            data["mlflow"] = {
+                "artifact_level": obs.mlflow.artifact_level,
+                "log_artifacts": obs.mlflow.log_artifacts,
+            }
+        data["result"] = dataclasses.replace(result, exception=None, cost=None)
+        spool = open_spool(
+            workflow_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024
+        )
+        record_id = spool.append(SpoolRecord(FORMAT, "run", data), plan.sinks)
+        with self._lock:
+            self._records.setdefault(spool.path, []).append(record_id)
+        sink_ids = [spool.sink_id(s) for s in plan.sinks]
+        from .trace.drain import ensure_drained
+
+        ensure_drained(spool, sink_ids)
+        self._warn_if_failing(spool, plan.sinks)
+        if plan.mlflow is not None and not obs.mlflow.async_logging:
+            from .trace import wait_for
+
+            if not wait_for(spool, [record_id], flush_timeout()):
+                warn_once(
+                    "sync-timeout:" + plan.mlflow.sink().key,
+                    f"async_logging is off, but the trace of run {result.run_id} was not "
+                    f"written within {flush_timeout():.0f} s; it stays in the spool",
+                    WARN_EVERY,
+                )
+            else:
+                result.trace_written = True
+
+    def _warn_if_failing(self, spool: Spool, sinks: list[SinkRef]) -> None:
+        """One warning per sink and minute while a sink keeps failing (cheap: one query,
+        at most once a second)."""
+        from .trace.drain import describe
+
+        now = time.monotonic()
+        key = f"check:{spool.path}"
+        with self._lock:
+            if now - _warned.get(key, -1.0) < 1.0:
+                return
+            _warned[key] = now
+        wanted = {s.key for s in sinks}
+        for state in spool.sinks():
+            if state.key not in wanted or not state.pending or not state.last_error_at:
+                continue
+            if state.last_success_at and state.last_success_at > state.last_error_at:
+                continue
+            warn_once(
+                "sink:" + state.key,
+                f"{state.pending} trace(s) are waiting in the spool for {describe(state)}: "
+                f"{(state.last_error or '').splitlines()[0]}. They are written when it is "
+                "back; see: configurable-agents observability status",
+                WARN_EVERY,
+            )
+
+    def spooled(self) -> dict[Path, list[int]]:
+        with self._lock:
+            return {path: list(ids) for path, ids in self._records.items()}
+
+    def forget(self, path: Path, ids: list[int]) -> None:
+        with self._lock:
+            done = set(ids)
+            self._records[path] = [r for r in self._records.get(path, []) if r not in done]
+
+
+OBSERVER = Observer()
+
+FLUSH_TIMEOUT_ENV = "CONFIGURABLE_AGENTS_FLUSH_TIMEOUT"
+DEFAULT_FLUSH_TIMEOUT = 30.0
+
+
+def flush_timeout() -> float:
+    import os
+
+    try:
+        return float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT))
+    except ValueError:
+        return DEFAULT_FLUSH_TIMEOUT
+
+
+def render_run_name(template: str | None, compiled: CompiledWorkflow, result: RunResult) -> str:
+    if not template:
+        return ""
+    from ..config.template import parse_template
+
+    started = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.started_ns / 1e9))
+    values = {
+        "workflow_name": compiled.name,
+        "workflow_version": compiled.workflow.spec.flow.version,
+        "timestamp": started,
+        "run_id": result.run_id,
+        "status": result.status,
+    }
+    return parse_template(template)[0].render(values)
+
+
+def parse_traceparent(context: Mapping[str, str]) -> dict[str, Any] | None:
+    """A W3C ``traceparent`` header as {"trace_id", "span_id", "sampled", "tracestate"};
+    None when absent or malformed (then the run starts its own trace)."""
+    header = next((v for k, v in context.items() if k.lower() == "traceparent"), None)
+    if not header:
+        return None
+    parts = header.strip().split("-")
+    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
+        return None
+    version, trace_id, span_id, flags = parts[:4]
+    try:
+        if len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
+            return None
+        if int(trace_id, 16) == 0 or int(span_id, 16) == 0:
+            return None
+        sampled = bool(int(flags, 16) & 1)
+    except ValueError:
+        return None
+    if version == "00" and len(parts) != 4:
+        return None
+    state = next((v for k, v in context.items() if k.lower() == "tracestate"), "")
+    return {
+        "trace_id": trace_id.lower(),
+        "span_id": span_id.lower(),
+        "sampled": sampled,
+        "tracestate": state,
+    }

@@ -9,11 +9,13 @@ so it finishes in the background and starts no further node.
 from __future__ import annotations
 
 import contextvars
+import os
 import queue
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,7 @@ from langgraph.errors import GraphRecursionError
 from ..compile.plan import CompiledWorkflow, compile_workflow
 from ..config.validate import LoadedWorkflow, check_environment, load_workflow
 from ..exceptions import MaxStepsExceededError, NodeTimeoutError, RunError, RunInterruptedError
-from ..observe.dispatch import observe_run, run_starting
-from ..observe.spans import new_run_id
+from . import hooks
 from .context import EventHandler, RunContext
 from .inputs import coerce_inputs
 from .result import RunErrorInfo, RunResult, TokenUsage
@@ -135,6 +136,7 @@ def run_workflow(
     callbacks: list[Any] | None = None,
     trace: bool | None = None,
     tags: Mapping[str, str] | None = None,
+    trace_context: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run a workflow once and return its ``RunResult``.
 
@@ -149,12 +151,16 @@ def run_workflow(
     turns it off) the run is traced to MLflow: ``result.trace_id`` names the trace, which is
     written in the background (``configurable_agents.flush()`` waits for it; it also happens
     at exit). ``tags`` are added to the trace (``user`` and ``team`` are also queryable).
+    ``trace_context`` carries W3C ``traceparent`` / ``tracestate`` headers of a caller's
+    trace: the run's OpenTelemetry spans continue it.
     """
     compiled = prepare(workflow)
     state = initial_state(compiled, inputs or {})
     given = {k: state[k] for k in (inputs or {}) if k in state}
-    run_id = new_run_id()
-    metered = run_starting(compiled)
+    run_id = os.urandom(16).hex()
+    observer = hooks.observer()
+    started = observer.run_started(compiled) if observer is not None else None
+    report = _Report(observer, started, trace, tags, trace_context)
     ctx = RunContext(state, on_event)
     max_steps = compiled.workflow.spec.config.execution.max_steps
     config: dict[str, Any] = {"recursion_limit": max_steps, "configurable": {"ca_run": ctx}}
@@ -181,9 +187,20 @@ def run_workflow(
             "the run was interrupted (Ctrl-C or SIGTERM)",
             node=ctx.nodes[-1].node if ctx.nodes else None,
         )
-        _finish(compiled, ctx, ctx.state, interrupted, given, run_id, trace, tags, metered)
+        _finish(compiled, ctx, ctx.state, interrupted, given, run_id, report)
         raise
-    return _finish(compiled, ctx, final, error, given, run_id, trace, tags, metered)
+    return _finish(compiled, ctx, final, error, given, run_id, report)
+
+
+@dataclass
+class _Report:
+    """What ``_finish`` hands the observer (see ``run.hooks``)."""
+
+    observer: hooks.RunObserver | None
+    started: Any
+    trace: bool | None
+    tags: Mapping[str, str] | None
+    context: Mapping[str, str] | None
 
 
 def _finish(
@@ -193,9 +210,7 @@ def _finish(
     error: RunError | None,
     inputs: dict[str, Any],
     run_id: str,
-    trace: bool | None,
-    tags: Mapping[str, str] | None,
-    metered: bool,
+    report: _Report,
 ) -> RunResult:
     duration_ms = (time.perf_counter() - ctx.started) * 1000
     usage = TokenUsage()
@@ -217,5 +232,13 @@ def _finish(
         run_id=run_id,
         prices=compiled.price_overrides(),
     )
-    observe_run(compiled, result, trace=trace, tags=tags, metered=metered)
+    if report.observer is not None:
+        report.observer.run_finished(
+            compiled,
+            result,
+            report.started,
+            trace=report.trace,
+            tags=report.tags,
+            context=report.context,
+        )
     return result

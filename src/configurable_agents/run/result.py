@@ -6,48 +6,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..exceptions import RunError
+from ..usage import TokenUsage
 
 if TYPE_CHECKING:
-    from ..observe.cost import CostSummary, PriceOverrides
-
-
-@dataclass
-class TokenUsage:
-    """Provider-reported tokens. ``input_tokens`` includes the cached ones, which are also
-    counted in ``cache_read_tokens`` / ``cache_write_tokens`` when the provider reports them."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    def add(self, usage: dict[str, Any] | TokenUsage | None) -> None:
-        if isinstance(usage, TokenUsage):
-            self.input_tokens += usage.input_tokens
-            self.output_tokens += usage.output_tokens
-            self.cache_read_tokens += usage.cache_read_tokens
-            self.cache_write_tokens += usage.cache_write_tokens
-        elif usage:
-            self.input_tokens += int(usage.get("input_tokens") or 0)
-            self.output_tokens += int(usage.get("output_tokens") or 0)
-            details = usage.get("input_token_details") or {}
-            self.cache_read_tokens += int(details.get("cache_read") or 0)
-            self.cache_write_tokens += int(details.get("cache_creation") or 0)
-
-    def to_dict(self) -> dict[str, int]:
-        data = {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-        }
-        if self.cache_read_tokens or self.cache_write_tokens:
-            data["cache_read_tokens"] = self.cache_read_tokens
-            data["cache_write_tokens"] = self.cache_write_tokens
-        return data
+    from ..pricing import CostSummary, PriceOverrides
 
 
 @dataclass
@@ -64,7 +26,7 @@ class LLMCall:
     usage: TokenUsage = field(default_factory=TokenUsage)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)  # requested by the model
     error: str | None = None  # why the output was rejected (a retry follows, or the node fails)
-    cost_usd: float | None = None  # filled by observe.cost.summarize_cost
+    cost_usd: float | None = None  # filled by run.cost.summarize_cost
     input_cost_usd: float | None = None
     output_cost_usd: float | None = None
 
@@ -100,7 +62,7 @@ class NodeRun:
     validation_errors: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     calls: list[LLMCall] = field(default_factory=list)
-    cost_usd: float | None = None  # filled by observe.cost.summarize_cost
+    cost_usd: float | None = None  # filled by run.cost.summarize_cost
     error: str | None = None  # "Type: message" when the node failed
     state_after: dict[str, Any] | None = None  # the run's state once this node finished
 
@@ -186,3 +148,6 @@ class RunResult:
             "trace_id": self.trace_id,
             **({"state": self.state} if detail else {}),
         }
+
+
+__all__ = ["LLMCall", "NodeRun", "RunErrorInfo", "RunResult", "TokenUsage", "ToolCall"]

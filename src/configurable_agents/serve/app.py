@@ -212,6 +212,12 @@ def to_api(record: Record) -> dict[str, Any]:
     return out
 
 
+def _trace_headers(request: Request) -> dict[str, str] | None:
+    """The caller's W3C trace context (``traceparent``, ``tracestate``), if it sent one."""
+    found = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
+    return found or None
+
+
 def _runner(request: Request) -> Runner:
     runner: Runner | None = getattr(request.app.state, "runner", None)
     if runner is None:
@@ -337,7 +343,12 @@ def create_app(
         except InputError as exc:
             return _input_errors(exc, raw, fields)
         try:
-            record = await runner.submit(inputs, body.tags, wait=wait)  # type: ignore[attr-defined]
+            record = await runner.submit(
+                inputs,
+                body.tags,  # type: ignore[attr-defined]
+                wait=wait,
+                trace_context=_trace_headers(request),
+            )
         except ServerStopping:
             return _error(503, "the server is shutting down")
         except ServerBusy:

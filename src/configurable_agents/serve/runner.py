@@ -82,6 +82,7 @@ class Runner:
         self.stopping = False
         self._deadline: float | None = None
         self._live: dict[str, Record] = {}
+        self._contexts: dict[str, dict[str, str]] = {}  # W3C trace headers, per run id
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(max_concurrency)
         self._workers = _DaemonWorkers()
@@ -133,11 +134,19 @@ class Runner:
 
     # -- runs ------------------------------------------------------------------------------
 
-    async def submit(self, inputs: dict[str, Any], tags: dict[str, str], *, wait: bool) -> Record:
+    async def submit(
+        self,
+        inputs: dict[str, Any],
+        tags: dict[str, str],
+        *,
+        wait: bool,
+        trace_context: dict[str, str] | None = None,
+    ) -> Record:
         """Accept a run (inputs already checked): record it as queued and start its task.
         With ``wait`` false, return once the queued record is stored (it is then safe to hand
         out its id); else the run is stored when it finishes (or, if it takes longer, within
-        ``RunStore.defer_seconds``)."""
+        ``RunStore.defer_seconds``). ``trace_context`` (W3C ``traceparent``/``tracestate``
+        headers) makes the run's OpenTelemetry spans continue the caller's trace."""
         if self.stopping:
             raise ServerStopping
         if self.queued >= self.max_queue:
@@ -153,6 +162,8 @@ class Runner:
         }
         run_id = record["id"]
         self._live[run_id] = record
+        if trace_context:
+            self._contexts[run_id] = trace_context
         self.queued += 1
         stored = None if wait else self._commit_future(record)
         if wait:
@@ -207,7 +218,8 @@ class Runner:
         finished fields (None if shutdown failed the run meanwhile) and whether it is stored.
 
         Storing here, not back on the event loop, spares the loop one wake-up per run."""
-        outcome = self._outcome(record["inputs"], record["tags"])
+        context = self._contexts.pop(record["id"], None)
+        outcome = self._outcome(record["inputs"], record["tags"], context)
         committed = threading.Event()
         errors: list[BaseException | None] = []
 
@@ -226,11 +238,19 @@ class Runner:
             return outcome, False
         return outcome, True
 
-    def _outcome(self, inputs: dict[str, Any], tags: dict[str, str]) -> Record:
+    def _outcome(
+        self, inputs: dict[str, Any], tags: dict[str, str], context: dict[str, str] | None
+    ) -> Record:
         """Run the workflow and return the record's finished fields."""
         try:
-            result = run_workflow(self.compiled, inputs, trace=self.trace, tags=tags or None)
-            from ..observe.cost import summarize_cost
+            result = run_workflow(
+                self.compiled,
+                inputs,
+                trace=self.trace,
+                tags=tags or None,
+                trace_context=context,
+            )
+            from ..run.cost import summarize_cost
 
             cost = summarize_cost(result)
         except Exception as exc:  # recorded as the run's error
@@ -313,12 +333,7 @@ class Runner:
 
 
 def _flush_traces(timeout: float | None) -> None:
-    import sys
+    from ..observe import flush
 
-    if "configurable_agents.observe.tracing" not in sys.modules:
-        return
-    from ..observe import tracing
-
-    limit = tracing.flush_timeout() if timeout is None else timeout
-    if not tracing.flush(limit):
-        log.warning("some traces were not written to MLflow within %.0f s", limit)
+    if not flush(timeout):
+        log.info("some traces are still in the spool; a drainer writes them after we exit")

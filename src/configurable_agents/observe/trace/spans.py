@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..compile.plan import CompiledWorkflow
-    from ..run.result import LLMCall, NodeRun, RunResult
+    from ...compile.plan import CompiledWorkflow
+    from ...run.result import LLMCall, NodeRun, RunResult
 
 
 @dataclass
@@ -54,6 +54,8 @@ class TraceRecord:
     workflow_version: str
     workflow_file: str
     tags: dict[str, str]
+    # A caller's W3C trace this run continues: {"trace_id", "span_id"} as hex, "sampled".
+    parent: dict[str, Any] | None = None
 
     @property
     def mlflow_trace_id(self) -> str:

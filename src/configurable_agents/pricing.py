@@ -1,4 +1,5 @@
-"""Cost of a run, call by call, from provider-reported token usage.
+"""Prices of model calls, from provider-reported token usage (low in the tree: the config,
+compile, run and observe layers all price with it).
 
 Each chat-model call is priced on its own with ``genai-prices`` (cached-input tokens too when
 the provider reports them), unless the workflow's ``config.pricing`` (inline ``models`` or a
@@ -15,17 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..exceptions import Issue, WorkflowValidationError
-
-if TYPE_CHECKING:
-    from ..run.result import RunResult, TokenUsage
+from .exceptions import Issue, WorkflowValidationError
+from .usage import TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +83,7 @@ def load_price_file(path: str | Path) -> PriceOverrides:
     """Read a price file: YAML or JSON, ``models: {name: {input_per_million: ...}}``."""
     from pydantic import ValidationError
 
-    from ..config.schema import PriceFile
+    from .config.schema import PriceFile
 
     path = Path(path)
     try:
@@ -145,8 +143,6 @@ def price_usage(
     overrides: PriceOverrides | None = None,
 ) -> Decimal | None:
     """The price of one call in USD, ``Decimal(0)`` for local models, ``None`` if unknown."""
-    from ..run.result import TokenUsage
-
     usage = TokenUsage(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
     split = price_split(model, provider, usage, overrides)
     return None if split is None else split[0] + split[1]
@@ -222,68 +218,3 @@ class CostSummary:
             "by_node": dict(self.by_node),
             "unpriced": self.unpriced,
         }
-
-
-_price_lock = threading.Lock()
-
-
-def summarize_cost(result: RunResult, overrides: PriceOverrides | None = None) -> CostSummary:
-    """Price every call of a finished run (with the workflow's ``config.pricing`` unless
-    ``overrides`` are given); set ``cost_usd`` on calls and nodes and ``result.cost``.
-    Idempotent: a run already priced returns its summary."""
-    with _price_lock:
-        if result.cost is not None:
-            return result.cost
-        summary = _summarize(result, result.prices if overrides is None else overrides)
-        result.cost = summary
-        return summary
-
-
-def _summarize(result: RunResult, overrides: PriceOverrides | None) -> CostSummary:
-
-    summary = CostSummary()
-    unknown: set[str] = set()
-    total = Decimal(0)
-    by_node: dict[str, Decimal] = {}
-    by_model: dict[str, Decimal] = {}
-
-    def charge(model: str, provider: str, usage: TokenUsage) -> tuple[Decimal, Decimal]:
-        entry = summary.by_model.setdefault(model, ModelCost(model, provider))
-        entry.input_tokens += usage.input_tokens
-        entry.output_tokens += usage.output_tokens
-        entry.cache_read_tokens += usage.cache_read_tokens
-        entry.calls += 1
-        price = price_split(model, provider, usage, overrides)
-        if overrides and model in overrides:
-            entry.note = "price from config.pricing"
-        elif provider in LOCAL_PROVIDERS:
-            entry.note = LOCAL_PROVIDERS[provider]
-        elif price is None:
-            entry.note = "no price known"
-            if provider != "test" or model != "test":
-                unknown.add(model)
-        split = price or _ZERO
-        by_model[model] = by_model.get(model, Decimal(0)) + split[0] + split[1]
-        return split
-
-    for node in result.nodes:
-        node_cost = Decimal(0)
-        if node.calls:
-            for call in node.calls:
-                model = call.model or node.model
-                split = charge(model, call.provider or node.provider, call.usage)
-                call.input_cost_usd, call.output_cost_usd = float(split[0]), float(split[1])
-                call.cost_usd = call.input_cost_usd + call.output_cost_usd
-                node_cost += split[0] + split[1]
-        elif node.usage.total_tokens:  # records made without per-call detail
-            split = charge(node.model, node.provider, node.usage)
-            node_cost = split[0] + split[1]
-        node.cost_usd = float(node_cost)
-        by_node[node.node] = by_node.get(node.node, Decimal(0)) + node_cost
-        total += node_cost
-    summary.total_usd = float(total)
-    summary.by_node = {k: float(v) for k, v in by_node.items()}
-    for name, value in by_model.items():
-        summary.by_model[name].cost_usd = float(value)
-    summary.unpriced = sorted(unknown)
-    return summary

@@ -23,12 +23,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..exceptions import MissingExtraError
+from ...exceptions import MissingExtraError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from ..run.result import RunResult
+    from ...run.result import RunResult
 
 log = logging.getLogger("configurable_agents.observe")
 
@@ -76,7 +76,7 @@ class Metrics:
 
     def run_finished(self, result: RunResult) -> None:
         """Record a finished run (the active gauge was raised by ``run_started``)."""
-        from .cost import summarize_cost
+        from ...run.cost import summarize_cost
 
         workflow = result.workflow
         self.active.labels(workflow).dec()

@@ -30,8 +30,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 
-from ..exceptions import InputError, Issue
-from .report_model import (
+from ...exceptions import InputError, Issue
+from .model import (
     CostReport,
     Filters,
     Groups,
@@ -182,17 +182,17 @@ def _collect(
     buckets: bool,
     backend: str | None,
 ) -> tuple[str, Groups]:
-    from .report_sql import safe_uri
-    from .tracing import resolve_tracking_uri
+    from ..trace.targets import resolve_tracking_uri
+    from .sql import safe_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     kind = backend or store_kind(uri)
     if kind == "sql":
-        from .report_sql import collect as sql_collect
+        from .sql import collect as sql_collect
 
         groups = sql_collect(uri, filters, spans=spans, profile=profile, buckets=buckets)
     else:
-        from .report_rest import collect as rest_collect
+        from .rest import collect as rest_collect
 
         groups = rest_collect(uri, filters, spans=spans, profile=profile, buckets=buckets)
     return safe_uri(uri), groups
@@ -258,7 +258,7 @@ def profile_report(
 def ensure_report_indexes(tracking_uri: str) -> list[str]:
     """Create the indexes that make breakdowns and profiles fast on a SQLite store (``CREATE
     INDEX IF NOT EXISTS``; see ``report_sql.ensure_report_indexes``); return those created."""
-    from .report_sql import ensure_report_indexes as ensure
+    from .sql import ensure_report_indexes as ensure
 
     return ensure(tracking_uri)
 
@@ -269,19 +269,24 @@ def write_report(report: CostReport | ProfileReport, path: str | Path, fmt: str 
     Path(path).write_text(text, encoding="utf-8")
 
 
-def observability_status(tracking_uri: str, experiment: str | None = None) -> dict[str, Any]:
-    """Where traces go, how many arrived in the last 24 h, the last write and the last error.
+def observability_status(
+    tracking_uri: str, experiment: str | None = None, spool: Path | None = None
+) -> dict[str, Any]:
+    """Where traces go, how many arrived in the last 24 h, and the local spool: what is
+    pending per sink, the oldest pending run's age, the last error and write per sink.
 
     Never raises for an unreachable or missing store: that is reported under ``error``.
     """
-    from . import status as status_file
-    from .report_sql import safe_uri
-    from .tracing import resolve_tracking_uri
+    import json
+    import time
+
+    from ..trace.spool import open_spool, spool_path
+    from ..trace.targets import mask_url, resolve_tracking_uri, scrub, url_secrets
 
     uri = resolve_tracking_uri(tracking_uri)
     kind = store_kind(uri)
     out: dict[str, Any] = {
-        "tracking_uri": safe_uri(uri),
+        "tracking_uri": mask_url(uri),
         "store": uri.split(":", 1)[0].split("+", 1)[0].lower(),
         "experiment": experiment,
         "reachable": False,
@@ -292,26 +297,54 @@ def observability_status(tracking_uri: str, experiment: str | None = None) -> di
         "last_error_at": None,
         "error": None,
     }
-    entry = status_file.read(uri)
-    for key in ("last_success_at", "last_error_at"):
-        if isinstance(entry.get(key), int | float):
-            out[key] = _iso_ms(int(entry[key] * 1000))
-    if entry.get("last_error"):
-        out["last_error"] = str(entry["last_error"])
+    path = spool or spool_path()
+    sinks = []
+    now = time.time()
+    if path.exists():
+        spooled = open_spool(path)
+        for state in spooled.sinks():
+            entry = {
+                "sink": state.kind,
+                "target": json.loads(state.target),
+                "pending": state.pending,
+                "oldest_pending_age_s": round(now - state.oldest, 1) if state.oldest else None,
+                "written": state.written,
+                "last_success_at": _iso_s(state.last_success_at),
+                "last_error": state.last_error,
+                "last_error_at": _iso_s(state.last_error_at),
+            }
+            sinks.append(entry)
+            target = entry["target"]
+            if state.kind == "mlflow" and target.get("uri") == mask_url(uri):
+                for key in ("last_success_at", "last_error", "last_error_at"):
+                    out[key] = out[key] or entry[key]
+        out["spool"] = {
+            "path": str(path),
+            "pending": sum(s["pending"] for s in sinks),
+            "dropped": spooled.counter("dropped"),
+            "sinks": sinks,
+        }
+    else:
+        out["spool"] = {"path": str(path), "pending": 0, "dropped": 0, "sinks": []}
     since = int(dt.datetime.now().timestamp() * 1000) - 24 * 3600 * 1000
     try:
         if kind == "sql":
-            from .report_sql import recent_count
+            from .sql import recent_count
         else:
-            from .report_rest import recent_count
+            from .rest import recent_count
         count, experiments = recent_count(uri, experiment, since)
     except Exception as exc:  # noqa: BLE001 - the status command reports every failure
-        out["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = scrub(str(exc).strip(), url_secrets(uri))
+        out["error"] = text.splitlines()[0] if text else type(exc).__name__
         if isinstance(exc, InputError) and exc.issues and exc.issues[0].hint:
             out["hint"] = exc.issues[0].hint
         return out
     out.update(reachable=True, traces_last_24h=count, experiments=experiments)
     return out
+
+
+def _iso_s(value: float | None) -> str | None:
+    return None if value is None else _iso_ms(int(value * 1000))
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Tier 3: the Prometheus alert rules, shipped as ``observe/prometheus/rules.yml``.
+"""Tier 3: the Prometheus alert rules, shipped as ``observe/metrics/prometheus/rules.yml``.
 
 The rules file holds recording rules over the metrics of ``observe.metrics`` (run rate, error
 ratio, p50/p95 run time, p95 node time, token rate, hourly spend and its daily baseline) and
@@ -74,7 +74,7 @@ class AlertThresholds:
 
 def _packaged() -> str:
     return (
-        resources.files("configurable_agents.observe")
+        resources.files("configurable_agents.observe.metrics")
         .joinpath("prometheus", "rules.yml")
         .read_text(encoding="utf-8")
     )

@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from ..exceptions import InputError, Issue
-from .report_model import (
+from ...exceptions import InputError, Issue
+from .model import (
     WORKFLOW_PREFIX,
     CallGroup,
     Filters,
@@ -23,14 +23,15 @@ from .report_model import (
     bucket_of,
     workflow_of,
 )
-from .report_sql import safe_uri
+from .sql import safe_uri
 
 PAGE_SIZE = 500
 _NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
 
 
 def _client(uri: str) -> Any:
-    from .tracing import _check_reachable, require_mlflow
+    from ..trace.mlflow_sink import check_reachable as _check_reachable
+    from ..trace.mlflow_sink import require_mlflow
 
     require_mlflow()
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

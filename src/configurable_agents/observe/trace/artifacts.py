@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .mlflow_trace import trace_totals
+from .mlflow_entities import trace_totals
 from .spans import TraceRecord
 
 LEVELS = ("minimal", "standard", "full")

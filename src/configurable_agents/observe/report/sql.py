@@ -17,8 +17,8 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import InputError, Issue, MissingExtraError
-from .report_model import (
+from ...exceptions import InputError, Issue, MissingExtraError
+from .model import (
     BUCKET_MS,
     WORKFLOW_PREFIX,
     CallGroup,
@@ -113,7 +113,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def connect(uri: str) -> Iterator[Any]:
     """A read-only connection to the store at ``uri``; the engine is disposed afterwards."""
     sa = _sa()
-    from .tracing import sqlite_path
+    from ..trace.targets import sqlite_path
 
     if uri.split(":", 1)[0].split("+", 1)[0] == "sqlite":
         path = sqlite_path(uri)
@@ -247,7 +247,7 @@ def ensure_report_indexes(tracking_uri: str) -> list[str]:
     report reads them without parsing span JSON. Takes a few seconds per 100 000 traces, once;
     each later trace costs microseconds more to write. Other SQL stores need none (``[]``).
     """
-    from .tracing import resolve_tracking_uri, sqlite_path
+    from ..trace.targets import resolve_tracking_uri, sqlite_path
 
     sa = _sa()
     uri = resolve_tracking_uri(tracking_uri)
@@ -284,7 +284,7 @@ def _sqlite_indexes(conn: Any) -> set[str]:
 
 def missing_report_indexes(tracking_uri: str) -> list[str]:
     """The report indexes a SQLite store lacks (``[]`` for other databases)."""
-    from .tracing import resolve_tracking_uri
+    from ..trace.targets import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.split(":", 1)[0].split("+", 1)[0] != "sqlite":

@@ -1,0 +1,8 @@
+"""Tier 3: Prometheus metrics (``registry``), their alert rules (``alerts``) and Grafana
+dashboards (``dashboards``)."""
+
+from __future__ import annotations
+
+from .recorder import Metrics, enable, enabled, metrics, push, registry
+
+__all__ = ["Metrics", "enable", "enabled", "metrics", "push", "registry"]

@@ -1,0 +1,371 @@
+"""Drainers: take spooled runs out in batches, write them to their sinks, delete them.
+
+A drainer holds a lock file per sink it drains (``<spool>.sink-<id>.lock``), so one drainer
+at a time writes to a sink, in order; several sinks drain in parallel. A delivery is deleted
+only after its sink has confirmed the whole batch; a batch that fails is retried with
+exponential backoff (at most ``MAX_BACKOFF`` seconds apart); a record that can never be
+written (it cannot be read back, or the sink rejects it ``MAX_ATTEMPTS`` times) is set aside
+and counted as dropped. Sinks write idempotently (a trace already in the store is skipped),
+so a batch retried after a crash never duplicates a trace.
+
+Who drains: every process that spools a run makes sure a drainer serves its sinks; when none
+does, it starts a detached one (``python -m configurable_agents.observe.trace.drain``, in its
+own session, outliving the CLI) that exits once nothing is due for ``IDLE_EXIT`` seconds, or
+when its sinks have failed for ``GIVE_UP`` seconds (the next process or ``observability
+flush`` takes over). ``observability flush`` drains in-process, ignoring backoff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from .spool import SinkState, Spool, SpoolRecord, open_spool
+from .targets import CREDENTIALS, CREDENTIALS_ENV, MASK, Credentials, scrub
+
+log = logging.getLogger("configurable_agents.observe")
+
+BATCH = 500
+MAX_BACKOFF = 120.0
+MAX_ATTEMPTS = 8  # for a record the sink rejects (not for a sink that is down)
+IDLE_EXIT = 3.0
+GIVE_UP = 300.0
+WARN_EVERY = 60.0
+
+
+@dataclass
+class WriteResult:
+    """What a sink did with a batch: every record id lands in exactly one field."""
+
+    delivered: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # retry later (the sink is down)
+    rejected: dict[int, str] = field(default_factory=dict)  # this record is the problem
+
+
+class Sink(Protocol):
+    def write(self, batch: Sequence[tuple[int, SpoolRecord]]) -> WriteResult: ...
+
+    def close(self) -> None: ...
+
+
+def open_sink(kind: str, target: dict[str, Any]) -> Sink:
+    if kind == "mlflow":
+        from .mlflow_sink import MlflowSink
+
+        return MlflowSink(target["uri"], target["exp"])
+    if kind == "otlp":
+        from .otlp import OtlpSink
+
+        return OtlpSink(target)
+    if kind == "metrics":
+        from ..metrics.push import PushSink
+
+        return PushSink(target["gateway"])
+    raise ValueError(f"unknown sink kind {kind!r}")
+
+
+class _SinkLock:
+    def __init__(self, spool: Spool, sink: int) -> None:
+        self.path = Path(f"{spool.path}.sink-{sink}.lock")
+        self.handle: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        handle = open(self.path, "a")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        if self.handle is not None:
+            import fcntl
+
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+def sink_is_free(spool: Spool, sink: int) -> bool:
+    """No drainer serves ``sink`` right now."""
+    lock = _SinkLock(spool, sink)
+    if lock.acquire():
+        lock.release()
+        return True
+    return False
+
+
+class Drainer:
+    """Drains the sinks of one spool that it has credentials for."""
+
+    def __init__(self, spool: Spool, credentials: Credentials = CREDENTIALS) -> None:
+        self.spool = spool
+        self.credentials = credentials
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self._locks: dict[int, _SinkLock] = {}
+        self._sinks: dict[int, Sink] = {}
+        self._warned: dict[int, float] = {}
+        self.warn = False  # log a warning (once per sink per minute) when a sink fails
+        self.last_success = time.monotonic()
+
+    def target(self, state: SinkState) -> dict[str, Any] | None:
+        """The sink's real target, or None when it needs a secret nobody gave us."""
+        real = self.credentials.get(state.key)
+        if real is not None:
+            return real
+        target: dict[str, Any] = json.loads(state.target)
+        return None if MASK in state.target else target
+
+    def step(self, *, ignore_backoff: bool = False) -> int:
+        """One batch per sink that has due work; return the deliveries handled."""
+        handled = 0
+        for state in self.spool.sinks():
+            due = state.pending if ignore_backoff else state.due
+            if not due:
+                self._release(state.id)
+                continue
+            if state.id not in self._locks:
+                if self.target(state) is None:
+                    continue
+                lock = _SinkLock(self.spool, state.id)
+                if not lock.acquire():
+                    continue
+                self._locks[state.id] = lock
+            handled += self._drain_batch(state, ignore_backoff)
+        return handled
+
+    def _drain_batch(self, state: SinkState, ignore_backoff: bool) -> int:
+        entries = self.spool.claim(state.id, self.owner, BATCH, ignore_backoff=ignore_backoff)
+        if not entries:
+            return 0
+        batch: list[tuple[int, SpoolRecord]] = []
+        unreadable: list[int] = []
+        for entry in entries:
+            try:
+                batch.append((entry.record_id, entry.load()))
+            except Exception:  # noqa: BLE001 - a record from another version: set aside
+                unreadable.append(entry.record_id)
+        if unreadable:
+            self.spool.set_aside(state.id, unreadable, "unreadable spool record(s) set aside")
+        if not batch:
+            return len(entries)
+        try:
+            sink = self._sinks.get(state.id)
+            if sink is None:
+                target = self.target(state)
+                assert target is not None
+                sink = self._sinks[state.id] = open_sink(state.kind, target)
+            result = sink.write(batch)
+        except Exception as exc:  # noqa: BLE001 - the sink is down: retry the batch later
+            message = self._scrub(f"{type(exc).__name__}: {exc}")
+            result = WriteResult(failed={record_id: message for record_id, _ in batch})
+            self._drop_sink(state.id)
+        self.spool.delivered(state.id, result.delivered)
+        if result.delivered:
+            self.last_success = time.monotonic()
+        attempts = {e.record_id: e.attempts for e in entries}
+        if result.failed:
+            first = next(iter(result.failed.values()))
+            tries = max(attempts[r] for r in result.failed)
+            self.spool.failed(state.id, list(result.failed), first, _backoff(tries))
+            self._warn(state, first, len(result.failed))
+        for record_id, error in result.rejected.items():
+            if attempts[record_id] + 1 >= MAX_ATTEMPTS:
+                self.spool.set_aside(state.id, [record_id], self._scrub(error))
+            else:
+                self.spool.failed(state.id, [record_id], self._scrub(error), _backoff(0))
+        return len(entries)
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, self.credentials.secrets())
+
+    def _warn(self, state: SinkState, error: str, count: int) -> None:
+        if not self.warn:
+            return
+        now = time.monotonic()
+        if now - self._warned.get(state.id, -WARN_EVERY) < WARN_EVERY:
+            return
+        self._warned[state.id] = now
+        log.warning(
+            "could not write %d trace(s) to %s (%s); they stay in the spool %s and are "
+            "retried. See: configurable-agents observability status",
+            count,
+            describe(state),
+            error.splitlines()[0] if error else "error",
+            self.spool.path,
+        )
+
+    def _drop_sink(self, sink: int) -> None:
+        found = self._sinks.pop(sink, None)
+        if found is not None:
+            with contextlib.suppress(Exception):
+                found.close()
+
+    def _release(self, sink: int) -> None:
+        lock = self._locks.pop(sink, None)
+        if lock is not None:
+            lock.release()
+
+    def release_all(self) -> None:
+        for sink in list(self._locks):
+            self._release(sink)
+
+    def close(self) -> None:
+        self.release_all()
+        for sink in list(self._sinks):
+            self._drop_sink(sink)
+
+    def servable(self) -> int:
+        """Due deliveries this drainer could serve (sink free or already ours)."""
+        total = 0
+        for state in self.spool.sinks():
+            ours = state.id in self._locks or sink_is_free(self.spool, state.id)
+            if state.due and self.target(state) is not None and ours:
+                total += state.due
+        return total
+
+    def drain(self, timeout: float, *, ignore_backoff: bool = True) -> int:
+        """Drain until nothing is pending that we can serve, or ``timeout``; return what is
+        still pending anywhere in the spool (for sinks we can serve)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.step(ignore_backoff=ignore_backoff):
+                    continue
+                remaining = self._pending_servable()
+                if not remaining:
+                    return 0
+                # Another drainer holds a sink, or a batch just failed: wait a little.
+                time.sleep(0.2)
+                ignore_backoff = False
+            return self._pending_servable()
+        finally:
+            self.release_all()
+
+    def _pending_servable(self) -> int:
+        return sum(s.pending for s in self.spool.sinks() if self.target(s) is not None)
+
+    def run_detached(self, idle_exit: float = IDLE_EXIT, give_up: float = GIVE_UP) -> None:
+        idle_since = time.monotonic()
+        try:
+            while True:
+                if self.step():
+                    idle_since = time.monotonic()
+                    if time.monotonic() - self.last_success > give_up:
+                        return
+                    continue
+                self.release_all()
+                if self.servable():
+                    continue
+                now = time.monotonic()
+                if now - idle_since > idle_exit and not self._waiting_for_backoff():
+                    return
+                if now - self.last_success > give_up:
+                    return
+                time.sleep(0.05 if now - idle_since < 1 else 0.25)
+        finally:
+            self.close()
+
+    def _waiting_for_backoff(self) -> bool:
+        return any(s.pending > s.due and self.target(s) is not None for s in self.spool.sinks())
+
+
+def _backoff(attempts: int) -> float:
+    return float(min(MAX_BACKOFF, 0.5 * 2.0**attempts) * random.uniform(0.8, 1.2))
+
+
+def describe(state: SinkState) -> str:
+    """A sink for people (secrets masked, as stored)."""
+    try:
+        target = json.loads(state.target)
+    except ValueError:
+        return state.key
+    if state.kind == "mlflow":
+        return f"MLflow at {target['uri']} (experiment {target['exp']!r})"
+    if state.kind == "otlp":
+        return f"OTLP endpoint {target['endpoint']}"
+    if state.kind == "metrics":
+        return f"Pushgateway {target['gateway']}"
+    return state.key
+
+
+# ---------------------------------------------------------------------- detached drainers
+
+_started: dict[tuple[Path, int], subprocess.Popen[bytes]] = {}
+_start_lock = threading.Lock()
+
+
+def ensure_drained(spool: Spool, sinks: Sequence[int]) -> None:
+    """Start a detached drainer unless one serves each of ``sinks`` already (cheap: one
+    lock probe per sink)."""
+    if all(not sink_is_free(spool, s) for s in sinks):
+        return
+    with _start_lock:
+        key = (spool.path, 0)
+        running = _started.get(key)
+        if running is not None and running.poll() is None and _recent(running):
+            return  # just started; it takes the locks in a moment
+        env = dict(os.environ)
+        secrets = CREDENTIALS.to_env()
+        if secrets != "{}":
+            env[CREDENTIALS_ENV] = secrets
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, "--spool", str(spool.path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as exc:
+            log.warning("could not start the trace drainer (%s); traces stay spooled", exc)
+            return
+        proc.started_at = time.monotonic()  # type: ignore[attr-defined]
+        _started[key] = proc
+
+
+def _recent(proc: subprocess.Popen[bytes]) -> bool:
+    return time.monotonic() - getattr(proc, "started_at", 0.0) < 2.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="configurable_agents.observe.trace.drain")
+    parser.add_argument("--spool", required=True)
+    parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the CLI that started us
+    with contextlib.suppress(OSError):
+        os.nice(10)  # writing traces must never slow the runs of the foreground
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
+    for name in ("mlflow", "alembic", "opentelemetry"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    CREDENTIALS.merge_env()
+    drainer = Drainer(open_spool(Path(args.spool)))
+    drainer.run_detached(idle_exit=args.idle_exit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

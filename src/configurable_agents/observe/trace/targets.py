@@ -1,0 +1,175 @@
+"""Where traces go, with secrets kept out of every message, log line and file.
+
+A sink's target as stored in the spool, printed in a warning or shown by ``observability
+status`` is the URL with its password masked (``postgresql://ann:***@db/mlflow``) and OTLP
+header values masked. The real URLs and headers live only in memory, in ``Credentials``:
+the process that ran the workflow registers them, hands them to the detached drainer it
+starts through that drainer's environment (never a file), and ``observability flush
+--workflow F`` / ``--tracking-uri U`` supplies them again. A sink whose secret no process
+has at hand waits in the spool (``observability status`` says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .spool import SinkRef
+
+MASK = "***"
+CREDENTIALS_ENV = "CONFIGURABLE_AGENTS_DRAIN_CREDENTIALS"
+_SECRET_QUERY = re.compile(
+    r"(?i)((?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)=)[^&;\s]+"
+)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with a password (and ``password=``/``token=`` query values) masked."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return _SECRET_QUERY.sub(rf"\g<1>{MASK}", url)
+    if password:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        url = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+    return _SECRET_QUERY.sub(rf"\g<1>{MASK}", url)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secret parts of ``url`` (to scrub from error text)."""
+    found: list[str] = []
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        found += [password, urllib.parse.unquote(password)]
+    found += [m.group(0).split("=", 1)[1] for m in _SECRET_QUERY.finditer(url)]
+    return [s for s in found if len(s) >= 3]
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every known secret replaced by ``***`` (and URLs masked)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return re.sub(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", lambda m: mask_url(m.group(0)), text)
+
+
+def resolve_tracking_uri(uri: str, base: Path | None = None) -> str:
+    """``sqlite:///relative.db`` as an absolute path (relative to ``base`` or the current
+    folder), so the trace lands where the CLI says."""
+    if uri.startswith("sqlite:///") and not uri.startswith(("sqlite:////", "sqlite:///file:")):
+        path = uri.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            return "sqlite:///" + str(((base or Path.cwd()) / path).resolve())
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0].removeprefix("file:")
+        return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+@dataclass(frozen=True)
+class MlflowTarget:
+    uri: str  # real, resolved
+    experiment: str
+
+    def sink(self) -> SinkRef:
+        return SinkRef("mlflow", json.dumps({"uri": mask_url(self.uri), "exp": self.experiment}))
+
+
+@dataclass(frozen=True)
+class OtlpTarget:
+    endpoint: str
+    service_name: str
+    headers: tuple[tuple[str, str], ...]
+    timeout: float
+    sampling_rate: float | None  # None: the SDK's sampler from OTEL_TRACES_SAMPLER*
+
+    def sink(self) -> SinkRef:
+        target = {
+            "endpoint": mask_url(self.endpoint),
+            "service": self.service_name,
+            "headers": {name: MASK for name, _ in self.headers},
+            "timeout": self.timeout,
+            "rate": self.sampling_rate,
+        }
+        return SinkRef("otlp", json.dumps(target, sort_keys=True))
+
+    def has_secret(self) -> bool:
+        return bool(self.headers) or mask_url(self.endpoint) != self.endpoint
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    gateway: str
+
+    def sink(self) -> SinkRef:
+        return SinkRef("metrics", json.dumps({"gateway": mask_url(self.gateway)}))
+
+
+class Credentials:
+    """Sink key → the real target, for sinks whose stored target has a secret masked."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, sink: SinkRef, secret: dict[str, Any]) -> None:
+        with self._lock:
+            self._by_key[sink.key] = secret
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._by_key.get(key)
+
+    def secrets(self) -> list[str]:
+        """Every secret value known here (for ``scrub``)."""
+        out: list[str] = []
+        with self._lock:
+            for entry in self._by_key.values():
+                if "uri" in entry:
+                    out += url_secrets(entry["uri"])
+                if "endpoint" in entry:
+                    out += url_secrets(entry["endpoint"])
+                if "gateway" in entry:
+                    out += url_secrets(entry["gateway"])
+                out += [v for _, v in entry.get("headers", []) if len(v) >= 3]
+        return out
+
+    def to_env(self) -> str:
+        with self._lock:
+            return json.dumps(self._by_key)
+
+    def merge_env(self) -> None:
+        """Take the credentials a parent process handed over (and remove them from the
+        environment, so nothing this process starts inherits them)."""
+        text = os.environ.pop(CREDENTIALS_ENV, None)
+        if not text:
+            return
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            with self._lock:
+                self._by_key.update({k: v for k, v in data.items() if isinstance(v, dict)})
+
+
+CREDENTIALS = Credentials()
+
+
+def needs_secret(kind: str, target: dict[str, Any]) -> bool:
+    text = json.dumps(target)
+    return MASK in text

@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def _register() -> None:
     from .deploy import deploy_command
-    from .report import observability_app, report_app
+    from .observability import observability_app
+    from .report import report_app
     from .serve import serve_command
 
     app.add_typer(report_app, name="report")

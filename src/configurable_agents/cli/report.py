@@ -1,4 +1,4 @@
-"""``report costs``, ``report profile``, ``report index`` and ``observability status``.
+"""``report costs``, ``report profile`` and ``report index``.
 
 Two typer sub-apps, registered on the main app as ``report`` and ``observability``. Data goes
 to stdout (rich tables, or JSON/CSV with ``--format``) or to ``-o FILE``; messages go to
@@ -7,7 +7,6 @@ stderr. Exit codes: 0 ok, 2 bad input (dates, filters, a missing store, MLflow n
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -23,12 +22,6 @@ if TYPE_CHECKING:
 
 report_app = typer.Typer(
     help="Reports over the traces in an MLflow store: what runs cost and where time goes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-observability_app = typer.Typer(
-    help="Where traces go and whether writing them works.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -386,75 +379,3 @@ def print_profile(report: ProfileReport, out: Console) -> None:
             f"\n[bold]Bottleneck:[/bold] {escape(b.node)} ({escape(b.workflow)}), "
             f"{b.share:.1%} of run time, p95 {b.p95_ms:,.1f} ms over {_int(b.calls)} call(s)"
         )
-
-
-# --------------------------------------------------------------------------- status
-
-
-@observability_app.command("status")
-def status(
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri", help=f"The MLflow store (default: the workflow's, or {DEFAULT_URI})."
-        ),
-    ] = None,
-    experiment: ExperimentOpt = None,
-    workflow: Annotated[
-        Path | None,
-        typer.Option("--workflow", help="Read the tracking URI and experiment from this file."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Where traces go, how many arrived in the last 24 h, the last write and the last error."""
-    from ..observe.report.reports import observability_status
-    from .app import _guard
-
-    with _guard(verbose, as_json):
-        enabled = None
-        if workflow is not None:
-            from ..config import load_workflow
-
-            config = load_workflow(workflow).spec.config.observability.mlflow
-            tracking_uri = tracking_uri or config.tracking_uri
-            experiment = experiment or config.experiment_name
-            enabled = config.enabled
-        info = observability_status(tracking_uri or DEFAULT_URI, experiment)
-        if enabled is not None:
-            info["tracing_enabled"] = enabled
-        if as_json:
-            typer.echo(json.dumps(info))
-        else:
-            print_status(info, _stdout())
-
-
-def print_status(info: dict[str, Any], out: Console) -> None:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-
-    def row(label: str, value: str) -> None:
-        grid.add_row(label, value)
-
-    row("Tracking URI:", escape(info["tracking_uri"]))
-    if "tracing_enabled" in info:
-        row("Tracing:", "enabled" if info["tracing_enabled"] else "[yellow]disabled[/yellow]")
-    if info["experiment"]:
-        row("Experiment:", escape(info["experiment"]))
-    elif info.get("experiments"):
-        row("Experiments:", escape(", ".join(info["experiments"])))
-    if info["reachable"]:
-        row("Store:", "[green]reachable[/green]")
-        row("Traces (24 h):", _int(info["traces_last_24h"] or 0))
-    else:
-        row("Store:", f"[red]not readable[/red]: {escape(info['error'] or '')}")
-        if info.get("hint"):
-            row("", f"[dim]{escape(info['hint'])}[/dim]")
-    row("Last write:", escape(info["last_success_at"] or "none recorded"))
-    if info["last_error"]:
-        when = f" (at {info['last_error_at']})" if info["last_error_at"] else ""
-        row("Last error:", f"[red]{escape(info['last_error'])}[/red]{escape(when)}")
-    else:
-        row("Last error:", "none")
-    out.print(grid)

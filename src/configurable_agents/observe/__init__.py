@@ -30,13 +30,16 @@ def __getattr__(name: str) -> Any:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Wait until every run this process spooled is written to each of its sinks (MLflow,
-    OTLP, Pushgateway); ``False`` when ``timeout`` seconds passed first (the runs stay in the
-    spool and are written later). Also waits for this process's metrics thread."""
+    """Write every run this process spooled to each of its sinks (MLflow, OTLP, Pushgateway)
+    now: drain in this process the sinks no other drainer serves, wait for the others.
+    ``False`` when ``timeout`` seconds (default ``$CONFIGURABLE_AGENTS_FLUSH_TIMEOUT``, 30)
+    passed first: the runs stay in the spool and are written later. Also waits for this
+    process's metrics thread."""
     import time
 
     from .dispatch import OBSERVER, flush_timeout
     from .trace import wait_for
+    from .trace.drain import Drainer
     from .trace.spool import open_spool
 
     limit = flush_timeout() if timeout is None else timeout
@@ -45,8 +48,13 @@ def flush(timeout: float | None = None) -> bool:
     for path, ids in OBSERVER.spooled().items():
         if not ids:
             continue
+        spool = open_spool(path)
+        if spool.pending(ids):
+            drainer = Drainer(spool)
+            drainer.warn = True
+            drainer.drain(max(0.0, deadline - time.monotonic()), ignore_backoff=False)
         remaining = max(0.0, deadline - time.monotonic())
-        if wait_for(open_spool(path), ids, remaining):
+        if wait_for(spool, ids, remaining):
             OBSERVER.forget(path, ids)
         else:
             done = False

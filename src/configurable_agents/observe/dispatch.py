@@ -13,7 +13,9 @@ and the run's result is returned as it is.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import queue
 import threading
@@ -97,12 +99,16 @@ class Observer:
     def __init__(self) -> None:
         self.metrics = _MetricsThread()
         self._records: dict[Path, list[int]] = {}  # spooled by this process, per spool
+        self._probes: dict[str, tuple[float, str | None]] = {}  # sink key -> (when, error)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ run.hooks
 
-    def run_started(self, compiled: CompiledWorkflow) -> bool:
-        """Count the run as active in the Prometheus metrics, when they are on; say if so."""
+    def run_started(self, compiled: CompiledWorkflow, trace: bool | None) -> bool:
+        """Check (in the background) that the run's sinks can be reached, and count the run
+        as active in the Prometheus metrics when they are on; say if so."""
+        with contextlib.suppress(Exception):  # a probe is a courtesy
+            self._probe(compiled, trace)
         from . import metrics
 
         if not metrics.enabled():
@@ -176,6 +182,7 @@ class Observer:
         from .trace.drain import ensure_drained
 
         ensure_drained(spool, sink_ids)
+        self._warn_unreachable(plan.sinks)
         self._warn_if_failing(spool, plan.sinks)
         if plan.mlflow is not None and not obs.mlflow.async_logging:
             from .trace import wait_for
@@ -189,6 +196,51 @@ class Observer:
                 )
             else:
                 result.trace_written = True
+
+    def _probe(self, compiled: CompiledWorkflow, trace: bool | None) -> None:
+        """Probe each MLflow store the run will go to once a minute, in a thread, so a store
+        that is down is reported by the run that finds it (not only by the drainer)."""
+        from .trace import sinks_for
+        from .trace.targets import probe
+
+        obs = compiled.workflow.spec.config.observability
+        if not (obs.mlflow.enabled if trace is None else trace):
+            return
+        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
+        target = sinks_for(obs, trace=trace, base=base).mlflow
+        if target is None:
+            return
+        key = target.sink().key
+        now = time.monotonic()
+        with self._lock:
+            last = self._probes.get(key)
+            if last is not None and now - last[0] < WARN_EVERY:
+                return
+            self._probes[key] = (now, None)
+
+        def run() -> None:
+            error = probe(target.uri)
+            with self._lock:
+                self._probes[key] = (now, error)
+
+        threading.Thread(target=run, name="configurable-agents-probe", daemon=True).start()
+
+    def _warn_unreachable(self, sinks: list[SinkRef]) -> None:
+        for sink in sinks:
+            with self._lock:
+                found = self._probes.get(sink.key)
+            if found is None or found[1] is None:
+                continue
+            from .trace.targets import mask_url
+
+            target = json.loads(sink.target)
+            warn_once(
+                "sink:" + sink.key,
+                f"the MLflow store {mask_url(target['uri'])} cannot be written ({found[1]}); "
+                "the trace is kept in the local spool and written when the store is back. "
+                "See: configurable-agents observability status",
+                WARN_EVERY,
+            )
 
     def _warn_if_failing(self, spool: Spool, sinks: list[SinkRef]) -> None:
         """One warning per sink and minute while a sink keeps failing (cheap: one query,

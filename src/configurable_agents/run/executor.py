@@ -159,7 +159,7 @@ def run_workflow(
     given = {k: state[k] for k in (inputs or {}) if k in state}
     run_id = os.urandom(16).hex()
     observer = hooks.observer()
-    started = observer.run_started(compiled) if observer is not None else None
+    started = observer.run_started(compiled, trace) if observer is not None else None
     report = _Report(observer, started, trace, tags, trace_context)
     ctx = RunContext(state, on_event)
     max_steps = compiled.workflow.spec.config.execution.max_steps

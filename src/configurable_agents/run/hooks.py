@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class RunObserver(Protocol):
-    def run_started(self, compiled: CompiledWorkflow) -> Any: ...
+    def run_started(self, compiled: CompiledWorkflow, trace: bool | None) -> Any: ...
 
     def run_finished(
         self,

@@ -38,19 +38,10 @@ class SinkPlan:
     otlp: OtlpTarget | None = None
 
 
-# Per config object (kept alive by the entry, so its id is never reused), at most _PLANS.
-_plans: dict[tuple[int, bool | None, Path | None], tuple[object, SinkPlan]] = {}
-_PLANS = 256
-
-
 def sinks_for(
     obs: ObservabilityConfig, *, trace: bool | None = None, base: Path | None = None
 ) -> SinkPlan:
-    """Where a run of a workflow with these settings goes (cached per config object)."""
-    key = (id(obs), trace, base)
-    found = _plans.get(key)
-    if found is not None:
-        return found[1]
+    """Where a run of a workflow with these settings goes."""
     plan = SinkPlan()
     mlflow_on = obs.mlflow.enabled if trace is None else trace
     if mlflow_on:
@@ -77,15 +68,12 @@ def sinks_for(
             )
         plan.sinks.append(sink)
     gateway = obs.prometheus.pushgateway_url
-    if gateway:
+    if gateway and obs.prometheus.enabled:
         push = PushTarget(gateway)
         sink = push.sink()
         if mask_url(gateway) != gateway:
             CREDENTIALS.register(sink, {"gateway": gateway})
         plan.sinks.append(sink)
-    if len(_plans) >= _PLANS:
-        _plans.pop(next(iter(_plans)))
-    _plans[key] = (obs, plan)
     return plan
 
 

@@ -25,7 +25,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -310,8 +309,23 @@ def describe(state: SinkState) -> str:
 
 # ---------------------------------------------------------------------- detached drainers
 
-_started: dict[tuple[Path, int], subprocess.Popen[bytes]] = {}
+_started: dict[Path, tuple[int, float]] = {}  # the last drainer started per spool: pid, when
+_children: set[int] = set()  # pids of drainers we started, reaped once they exit
 _start_lock = threading.Lock()
+
+
+def _reap() -> None:
+    for pid in list(_children):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _children.discard(pid)
+
+
+def _alive(pid: int) -> bool:
+    return pid in _children
 
 
 def ensure_drained(spool: Spool, sinks: Sequence[int]) -> None:
@@ -320,33 +334,32 @@ def ensure_drained(spool: Spool, sinks: Sequence[int]) -> None:
     if all(not sink_is_free(spool, s) for s in sinks):
         return
     with _start_lock:
-        key = (spool.path, 0)
-        running = _started.get(key)
-        if running is not None and running.poll() is None and _recent(running):
+        _reap()
+        last = _started.get(spool.path)
+        if last is not None and _alive(last[0]) and time.monotonic() - last[1] < 2.0:
             return  # just started; it takes the locks in a moment
         env = dict(os.environ)
         secrets = CREDENTIALS.to_env()
         if secrets != "{}":
             env[CREDENTIALS_ENV] = secrets
+        args = [sys.executable, "-m", __name__, "--spool", str(spool.path)]
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", __name__, "--spool", str(spool.path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-                close_fds=True,
+            # posix_spawn, not Popen: a detached daemon with no object to wait on; its own
+            # session, so Ctrl-C in the terminal never reaches it; no inherited descriptors.
+            pid = os.posix_spawn(
+                sys.executable,
+                args,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)
+                ],
+                setsid=True,
             )
         except OSError as exc:
             log.warning("could not start the trace drainer (%s); traces stay spooled", exc)
             return
-        proc.started_at = time.monotonic()  # type: ignore[attr-defined]
-        _started[key] = proc
-
-
-def _recent(proc: subprocess.Popen[bytes]) -> bool:
-    return time.monotonic() - getattr(proc, "started_at", 0.0) < 2.0
+        _started[spool.path] = (pid, time.monotonic())
+        _children.add(pid)
 
 
 def main(argv: list[str] | None = None) -> int:

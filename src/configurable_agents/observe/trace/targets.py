@@ -80,6 +80,38 @@ def sqlite_path(uri: str) -> Path | None:
     return None
 
 
+def probe(uri: str, timeout: float = 2.0) -> str | None:
+    """Why a tracking store cannot be written, or None when it looks fine: a SQLite file
+    whose folder cannot be created or written, or a network store that refuses a TCP
+    connection. Never raises."""
+    import socket
+
+    try:
+        path = sqlite_path(uri)
+        if path is not None:
+            folder = path.parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir():
+                return f"{folder} is not a folder"
+            if path.exists() and not os.access(path, os.W_OK):
+                return f"{path} is read-only"
+            if not path.exists() and not os.access(folder, os.W_OK):
+                return f"{folder} is not writable"
+            return None
+        if uri.startswith("file:") or "://" not in uri:
+            return None
+        parts = urllib.parse.urlsplit(uri)
+        defaults = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+        port = parts.port or defaults.get(parts.scheme.split("+", 1)[0])
+        if not parts.hostname or port is None:
+            return None
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 @dataclass(frozen=True)
 class MlflowTarget:
     uri: str  # real, resolved

@@ -156,7 +156,9 @@ def run(
         if as_json:
             data = result.to_dict(detail=verbose)
             data["cost"] = cost.to_dict()
-            data["trace_uri"] = result.trace_uri
+            from ..observe.trace.targets import mask_url
+
+            data["trace_uri"] = mask_url(result.trace_uri) if result.trace_uri else None
             data["trace_error"] = result.trace_error
             print(json.dumps(data, default=str))
         else:

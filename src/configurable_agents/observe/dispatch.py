@@ -171,7 +171,14 @@ class Observer:
                 "artifact_level": obs.mlflow.artifact_level,
                 "log_artifacts": obs.mlflow.log_artifacts,
             }
-        data["result"] = dataclasses.replace(result, exception=None, cost=None)
+        from .trace.targets import mask_url
+
+        data["result"] = dataclasses.replace(
+            result,
+            exception=None,
+            cost=None,
+            trace_uri=mask_url(result.trace_uri) if result.trace_uri else None,
+        )
         spool = open_spool(
             workflow_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024
         )

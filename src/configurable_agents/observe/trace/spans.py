@@ -20,6 +20,7 @@ The tree (``SPAN MODEL`` in the README)::
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -114,6 +115,22 @@ class SequentialIds:
         return next(self._spans)
 
 
+class DerivedIds:
+    """Span ids derived from the run id: building a run's tree twice (a batch retried after a
+    crash) gives the same ids, so a store that has the spans is not sent a second copy."""
+
+    def __init__(self, run_id: str) -> None:
+        self._seed = run_id.encode()
+        self._n = itertools.count(1)
+
+    def trace_id(self) -> int:
+        return int(self._seed, 16) if self._seed else _random.trace_id()
+
+    def span_id(self) -> int:
+        digest = hashlib.blake2b(self._seed + str(next(self._n)).encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big") or 1
+
+
 def new_run_id(ids: RandomIds | SequentialIds | None = None) -> str:
     return f"{(ids or _random).trace_id():032x}"
 
@@ -162,10 +179,11 @@ def build_trace(
     result: RunResult,
     *,
     tags: dict[str, str] | None = None,
-    ids: RandomIds | SequentialIds | None = None,
+    ids: RandomIds | SequentialIds | DerivedIds | None = None,
 ) -> TraceRecord:
-    """The span tree of a finished (priced) run. ``result.run_id`` becomes the trace id."""
-    ids = ids or _random
+    """The span tree of a finished (priced) run. ``result.run_id`` becomes the trace id; span
+    ids derive from it (the same tree every time) unless ``ids`` are given."""
+    ids = ids or (DerivedIds(result.run_id) if result.run_id else _random)
     info = workflow if isinstance(workflow, WorkflowInfo) else WorkflowInfo.of(workflow)
     run_start = result.started_ns
     run_end = run_start + int(result.duration_ms * 1e6)
@@ -222,7 +240,7 @@ def _node_spans(
     info: WorkflowInfo,
     record: NodeRun,
     root: SpanRecord,
-    ids: RandomIds | SequentialIds,
+    ids: RandomIds | SequentialIds | DerivedIds,
     run_end: int,
 ) -> list[SpanRecord]:
     start = record.started_ns or root.start_ns

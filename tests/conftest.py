@@ -77,3 +77,8 @@ def _isolated_observability(
     monkeypatch.chdir(work)
     monkeypatch.setenv("CONFIGURABLE_AGENTS_STATE_DIR", str(work / "state"))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    # flush() waits for the runs this process spooled: not for other tests' (their spools,
+    # whose stores may be down on purpose, are gone with their folders).
+    from configurable_agents.observe.dispatch import OBSERVER
+
+    monkeypatch.setattr(OBSERVER, "_records", {})

@@ -55,7 +55,7 @@ def flush(timeout: float | None = None) -> bool:
             drainer.drain(max(0.0, deadline - time.monotonic()), ignore_backoff=False)
         remaining = max(0.0, deadline - time.monotonic())
         if wait_for(spool, ids, remaining):
-            OBSERVER.forget(path, ids)
+            OBSERVER.written(path, ids)
         else:
             done = False
     return done

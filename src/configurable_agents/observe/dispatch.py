@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..compile.plan import CompiledWorkflow
     from ..run.result import RunResult
+    from .trace import SinkPlan
     from .trace.spool import SinkRef, Spool
 
 log = logging.getLogger("configurable_agents.observe")
@@ -98,7 +100,9 @@ class Observer:
 
     def __init__(self) -> None:
         self.metrics = _MetricsThread()
-        self._records: dict[Path, list[int]] = {}  # spooled by this process, per spool
+        # Spooled by this process, per spool: record id -> the result (weakly), so a flush
+        # that sees the record written can set ``trace_written``.
+        self._records: dict[Path, dict[int, weakref.ref[RunResult]]] = {}
         self._probes: dict[str, tuple[float, str | None]] = {}  # sink key -> (when, error)
         self._lock = threading.Lock()
 
@@ -147,13 +151,12 @@ class Observer:
         tags: dict[str, str],
         context: Mapping[str, str] | None,
     ) -> None:
-        from .trace import sinks_for
         from .trace.spans import WorkflowInfo
         from .trace.spool import FORMAT, SpoolRecord, open_spool, workflow_spool_path
 
         obs = compiled.workflow.spec.config.observability
         base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
-        plan = sinks_for(obs, trace=trace, base=base)
+        plan = _plan(compiled, trace)
         if not plan.sinks:
             return
         data: dict[str, Any] = {
@@ -171,20 +174,13 @@ class Observer:
                 "artifact_level": obs.mlflow.artifact_level,
                 "log_artifacts": obs.mlflow.log_artifacts,
             }
-        from .trace.targets import mask_url
-
-        data["result"] = dataclasses.replace(
-            result,
-            exception=None,
-            cost=None,
-            trace_uri=mask_url(result.trace_uri) if result.trace_uri else None,
-        )
+        data["result"] = spool_snapshot(result)
         spool = open_spool(
             workflow_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024
         )
         record_id = spool.append(SpoolRecord(FORMAT, "run", data), plan.sinks)
         with self._lock:
-            self._records.setdefault(spool.path, []).append(record_id)
+            self._records.setdefault(spool.path, {})[record_id] = weakref.ref(result)
         sink_ids = [spool.sink_id(s) for s in plan.sinks]
         from .trace.drain import ensure_drained
 
@@ -207,14 +203,9 @@ class Observer:
     def _probe(self, compiled: CompiledWorkflow, trace: bool | None) -> None:
         """Probe each MLflow store the run will go to once a minute, in a thread, so a store
         that is down is reported by the run that finds it (not only by the drainer)."""
-        from .trace import sinks_for
         from .trace.targets import probe
 
-        obs = compiled.workflow.spec.config.observability
-        if not (obs.mlflow.enabled if trace is None else trace):
-            return
-        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
-        target = sinks_for(obs, trace=trace, base=base).mlflow
+        target = _plan(compiled, trace).mlflow
         if target is None:
             return
         key = target.sink().key
@@ -278,10 +269,56 @@ class Observer:
         with self._lock:
             return {path: list(ids) for path, ids in self._records.items()}
 
-    def forget(self, path: Path, ids: list[int]) -> None:
+    def written(self, path: Path, ids: list[int]) -> None:
+        """These records reached every sink: mark their results and forget them."""
         with self._lock:
-            done = set(ids)
-            self._records[path] = [r for r in self._records.get(path, []) if r not in done]
+            records = self._records.get(path, {})
+            for record_id in ids:
+                ref = records.pop(record_id, None)
+                result = ref() if ref is not None else None
+                if result is not None and result.trace_id:
+                    result.trace_written = True
+
+
+def spool_snapshot(result: RunResult) -> RunResult:
+    """What the spool keeps of a run: its records, with each call's LangChain messages as
+    plain role/content dicts (a tenth of the pickle and of the time to read it back) and no
+    secret in the store URL."""
+    from .trace.spans import chat_messages
+    from .trace.targets import mask_url
+
+    nodes = [
+        dataclasses.replace(
+            node,
+            calls=[
+                dataclasses.replace(call, messages=chat_messages(call.messages))
+                for call in node.calls
+            ],
+        )
+        for node in result.nodes
+    ]
+    return dataclasses.replace(
+        result,
+        nodes=nodes,
+        exception=None,
+        cost=None,
+        trace_uri=mask_url(result.trace_uri) if result.trace_uri else None,
+    )
+
+
+def _plan(compiled: CompiledWorkflow, trace: bool | None) -> SinkPlan:
+    """Where runs of ``compiled`` go, worked out once per compiled workflow and ``trace``
+    flag (settings changed on a compiled workflow after its first run are not seen)."""
+    plans: dict[bool | None, SinkPlan] = compiled.__dict__.setdefault("_ca_sink_plans", {})
+    plan = plans.get(trace)
+    if plan is None:
+        from .trace import sinks_for
+
+        file = compiled.workflow.file
+        base = Path(file).parent if file else None
+        obs = compiled.workflow.spec.config.observability
+        plan = plans[trace] = sinks_for(obs, trace=trace, base=base)
+    return plan
 
 
 OBSERVER = Observer()

@@ -248,14 +248,15 @@ class Drainer:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                if self.step(ignore_backoff=ignore_backoff):
+                handled = self.step(ignore_backoff=ignore_backoff)
+                ignore_backoff = False  # retry at once only once: then back off as usual
+                if handled:
                     continue
                 remaining = self._pending_servable()
                 if not remaining:
                     return 0
-                # Another drainer holds a sink, or a batch just failed: wait a little.
+                # Another drainer holds a sink, or a batch is backing off: wait a little.
                 time.sleep(0.2)
-                ignore_backoff = False
             return self._pending_servable()
         finally:
             self.release_all()

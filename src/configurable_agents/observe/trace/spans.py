@@ -143,6 +143,9 @@ def chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
     roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
     out = []
     for m in messages:
+        if isinstance(m, dict):  # already converted (a spooled run)
+            out.append(m)
+            continue
         content = m.content if isinstance(m.content, str) else str(m.content)
         item: dict[str, Any] = {"role": roles.get(m.type, m.type), "content": content}
         if getattr(m, "tool_calls", None):

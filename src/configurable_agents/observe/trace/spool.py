@@ -47,6 +47,7 @@ SPOOL_SYNC_ENV = "CONFIGURABLE_AGENTS_SPOOL_SYNC"
 STATE_DIR_ENV = "CONFIGURABLE_AGENTS_STATE_DIR"
 DEFAULT_MAX_MB = 512
 LEASE_SECONDS = 60.0
+CAP_CHECK_EVERY = 16  # appends between size checks (each costs three PRAGMAs)
 FORMAT = 1  # of the pickled payload; a record of another format is set aside, not lost
 
 _SCHEMA = """
@@ -172,6 +173,7 @@ class Spool:
         self._db: sqlite3.Connection | None = None
         self._sink_ids: dict[str, int] = {}
         self._warned_full = False
+        self._appends = 0
         self.dropped = 0  # by this process
 
     # ------------------------------------------------------------------ connection
@@ -240,7 +242,9 @@ class Spool:
                 "INSERT INTO deliveries (sink, record_id) VALUES (?, ?)",
                 [(sink, record_id) for sink in ids],
             )
-            self._enforce_cap(db)
+            self._appends += 1
+            if self._appends % CAP_CHECK_EVERY == 1 or CAP_CHECK_EVERY == 1:
+                self._enforce_cap(db)
         return record_id
 
     def _used_bytes(self, db: sqlite3.Connection) -> int:

@@ -1,0 +1,87 @@
+"""The batched MLflow writer writes exactly the rows MLflow's own client writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import configurable_agents as ca
+from configurable_agents.observe.trace.mlflow_sink import KNOWN_REVISIONS, MlflowSink
+from configurable_agents.observe.trace.spool import open_spool, spool_path
+
+from conftest import EXAMPLES, RETRY
+
+mlflow = pytest.importorskip("mlflow")
+
+# Columns that differ between two stores for the same traces by design.
+VOLATILE = {"assessment_id", "created_timestamp", "last_updated_timestamp"}
+
+
+def spooled_records(paths: list[Path], inputs: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+    """Run each workflow (traced) and take its spool record back without writing it."""
+    for path, given in zip(paths, inputs, strict=True):
+        workflow = ca.compile_workflow(ca.load_workflow(path))
+        config = workflow.workflow.spec.config.observability.mlflow
+        config.enabled = True
+        config.tracking_uri = "http://127.0.0.1:1"  # never written: we only want the records
+        ca.run_workflow(workflow, given)
+    spool = open_spool(spool_path())
+    (state,) = spool.sinks()
+    return [(e.record_id, e.load()) for e in spool.claim(state.id, "test", 100)]
+
+
+def rows(db: Path, table: str, order: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        found = [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY {order}")]
+    for row in found:
+        for key in VOLATILE & row.keys():
+            row[key] = None
+        if row.get("key") == "mlflow.artifactLocation":
+            row["value"] = Path(row["value"]).name  # each store has its own artifact root
+    return found
+
+
+def test_batched_rows_equal_mlflow_clients_rows(tmp_path, write_workflow):
+    records = spooled_records(
+        [EXAMPLES / "review_loop.yaml", write_workflow(RETRY), EXAMPLES / "calculator_tools.yaml"],
+        [{"topic": "bees"}, {"topic": "x"}, {"question": "What is 2 + 3?"}],
+    )
+    assert len(records) == 3
+    stores = {}
+    for fast in (True, False):
+        db = tmp_path / f"{'fast' if fast else 'client'}.db"
+        sink = MlflowSink(f"sqlite:///{db}", "golden")
+        sink.open()
+        assert sink.fast  # a known revision
+        sink.fast = fast
+        assert len(sink.write(records).delivered) == 3
+        sink.close()
+        stores[fast] = db
+    for table, order in (
+        ("trace_info", "request_id"),
+        ("trace_tags", "request_id, key"),
+        ("trace_request_metadata", "request_id, key"),
+        ("assessments", "trace_id, name"),
+        ("spans", "trace_id, span_id"),
+        ("span_metrics", "trace_id, span_id, key"),
+        ("trace_metrics", "request_id, key"),
+    ):
+        assert rows(stores[True], table, order) == rows(stores[False], table, order), table
+
+
+def test_an_unknown_schema_revision_falls_back_to_the_client(tmp_path, caplog):
+    db = tmp_path / "future.db"
+    uri = f"sqlite:///{db}"
+    MlflowSink(uri, "future").open()  # create the store
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    sink = MlflowSink(uri, "future")
+    with caplog.at_level("WARNING", logger="configurable_agents.observe"):
+        sink.open()
+    assert not sink.fast
+    assert "f00dfeedbeef" in caplog.text and "one at a time" in caplog.text
+    assert "dc11669786a5" in KNOWN_REVISIONS

@@ -242,24 +242,32 @@ class Drainer:
                 total += state.due
         return total
 
-    def drain(self, timeout: float, *, ignore_backoff: bool = True) -> int:
-        """Drain until nothing is pending that we can serve, or ``timeout``; return what is
-        still pending anywhere in the spool (for sinks we can serve)."""
+    def drain(self, timeout: float, *, ignore_backoff: bool = True, stall: float = 10.0) -> int:
+        """Drain until nothing is pending that we can serve, ``timeout`` seconds passed, or
+        the sinks kept failing for ``stall`` seconds with nothing written; return what is
+        still pending (for sinks we can serve)."""
         deadline = time.monotonic() + timeout
+        progress = time.monotonic()
         try:
             while time.monotonic() < deadline:
+                written = self.spool_written()
                 handled = self.step(ignore_backoff=ignore_backoff)
                 ignore_backoff = False  # retry at once only once: then back off as usual
+                if self.spool_written() > written:
+                    progress = time.monotonic()
                 if handled:
                     continue
                 remaining = self._pending_servable()
-                if not remaining:
-                    return 0
+                if not remaining or time.monotonic() - progress > stall:
+                    return remaining
                 # Another drainer holds a sink, or a batch is backing off: wait a little.
                 time.sleep(0.2)
             return self._pending_servable()
         finally:
             self.release_all()
+
+    def spool_written(self) -> int:
+        return sum(s.written for s in self.spool.sinks())
 
     def _pending_servable(self) -> int:
         return sum(s.pending for s in self.spool.sinks() if self.target(s) is not None)

@@ -1,9 +1,10 @@
-"""Tier 2: every run's span tree exported over OTLP/HTTP with gen_ai.* attributes.
+"""Tier 2: every run's span tree exported over OTLP/HTTP through the OpenTelemetry SDK.
 
-Checked against a real OTLP backend on loopback (an MLflow server's ``/v1/traces``, read back
-with ``MlflowClient``) and against a small OTLP receiver in this file that decodes what it
-gets (for sampling, headers and the CLI's exit flush). Dead and hung endpoints never stall or
-fail a run and give one warning.
+Runs are spooled and drained (``Drainer(open_spool(path)).drain``, in-process) into real OTLP
+receivers on loopback: a small OTLP/HTTP endpoint in this file that decodes what it is sent
+(spans, headers; it can answer with an error or be down), and an MLflow server's
+``/v1/traces`` (read back with ``MlflowClient``). Settings come from the workflow file or the
+standard ``OTEL_*`` variables; a run served with a ``traceparent`` continues the caller's trace.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import json
 import logging
 import random
 import socket
+import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,12 +25,16 @@ from typing import Any
 import pytest
 
 import configurable_agents as ca
-from configurable_agents.observe import dispatch, otel
-from configurable_agents.observe.trace.spans import SequentialIds, WorkflowInfo, build_trace
-from servers import skip_unless_ci
+from configurable_agents.exceptions import MissingExtraError
+from configurable_agents.observe import dispatch
+from configurable_agents.observe.trace import drain, otlp
+from configurable_agents.observe.trace.drain import Drainer
+from configurable_agents.observe.trace.otlp_spans import to_otel_spans
+from configurable_agents.observe.trace.spans import SequentialIds, build_trace
+from configurable_agents.observe.trace.spool import open_spool, spool_path
+from servers import free_port, skip_unless_ci
 
-from conftest import EXAMPLES, MINIMAL
-from test_cli import cli
+from conftest import EXAMPLES, FAILING, MINIMAL
 
 # gemini-2.5-flash list price: $0.30 per million input tokens, $2.50 per million output tokens.
 FLASH_IN, FLASH_OUT = 0.30e-6, 2.50e-6
@@ -44,13 +49,17 @@ REVIEW_TREE = [
     ("review", "workflow_review_loop"),
     ("chat gemini-2.5-flash", "review"),
 ]
-# The CLI's notice from before this tier existed; not ours to count (cli/app.py drops it).
-OLD_CLI_NOTICE = "does not export OTLP spans yet"
-
-FAILING = MINIMAL.replace(
-    "config:\n  llm: {provider: test}",
-    "config:\n  llm:\n    provider: test\n    responses: {write: [{article: 5}]}\n"
-    "  execution: {max_retries: 0}",
+OTEL_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SERVICE_NAME",
+    "OTEL_SDK_DISABLED",
 )
 
 
@@ -58,58 +67,46 @@ FAILING = MINIMAL.replace(
 
 
 @pytest.fixture(autouse=True)
-def _fresh_exporters(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts with no exporters and no warnings given; its threads are stopped."""
+def _clean(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """No OTEL_* variables from outside, and (unless the test's name says ``detached``) no
+    detached drainer: the test drains in-process."""
     if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
         skip_unless_ci("opentelemetry-exporter-otlp-proto-http is not installed (server extra)")
-    otel.shutdown(10)
-    monkeypatch.setattr(dispatch, "_warned", set())
-    yield
-    assert otel.shutdown(15), "an export thread did not stop"
-
-
-class _Messages(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def warnings_given() -> Iterator[list[str]]:
-    """The observability warnings logged during the test."""
-    handler = _Messages()
-    logger = logging.getLogger("configurable_agents.observe")
-    logger.addHandler(handler)
-    yield handler.messages
-    logger.removeHandler(handler)
+    for name in OTEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    if "detached" not in request.node.name:
+        monkeypatch.setattr(drain, "ensure_drained", lambda spool, sinks: None)
+    # ``ca.flush`` waits for the runs this process spooled: only for this test's.
+    monkeypatch.setattr(dispatch.OBSERVER, "_records", {})
 
 
 class OtlpReceiver:
-    """A minimal OTLP/HTTP traces endpoint on 127.0.0.1 that keeps what it is sent."""
+    """A minimal OTLP/HTTP traces endpoint on 127.0.0.1 that keeps what it is sent. It
+    answers ``statuses.pop(0)`` while that list has entries, else ``status``."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
             ExportTraceServiceResponse,
         )
 
-        received: list[Any] = []
-        headers: list[dict[str, str]] = []
-        self.requests = received
-        self.headers = headers
+        self.requests: list[Any] = []
+        self.headers: list[dict[str, str]] = []
+        self.status = 200
+        self.statuses: list[int] = []
+        owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                received.append(request)
-                headers.append({k.lower(): v for k, v in self.headers.items()})
+                status = owner.statuses.pop(0) if owner.statuses else owner.status
+                if status == 200:
+                    parsed = ExportTraceServiceRequest()
+                    parsed.ParseFromString(body)
+                    owner.requests.append(parsed)
+                    owner.headers.append({k.lower(): v for k, v in self.headers.items()})
                 answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
@@ -118,7 +115,7 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -154,50 +151,70 @@ def receiver() -> Iterator[OtlpReceiver]:
     server.close()
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A loopback port that accepts connections and never answers (a hung collector)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    server.settimeout(0.1)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
-
-
-def exporting(path: Path | str, endpoint: str, **settings: Any) -> ca.CompiledWorkflow:
-    """The workflow compiled with OpenTelemetry export on (MLflow tracing stays off)."""
-    workflow = ca.compile_workflow(ca.load_workflow(path))
-    config = workflow.workflow.spec.config.observability.opentelemetry
-    config.enabled = True
-    config.endpoint = endpoint
-    for key, value in settings.items():
-        setattr(config, key, value)
-    assert not workflow.workflow.spec.config.observability.mlflow.enabled
-    return workflow
-
-
-def otel_yaml(endpoint: str, text: str = MINIMAL, **settings: Any) -> str:
-    lines = ["      enabled: true", f"      endpoint: '{endpoint}'"]
+def otel_yaml(text: str = MINIMAL, **settings: Any) -> str:
+    """The workflow with ``opentelemetry`` on and these settings (only these: the others
+    come from the OTEL_* variables or the defaults)."""
+    lines = ["      enabled: true"]
     lines += [f"      {key}: {json.dumps(value)}" for key, value in settings.items()]
     section = "config:\n  observability:\n    opentelemetry:\n" + "\n".join(lines) + "\n"
     return text.replace("config:\n", section, 1)
+
+
+def workflow(text: str) -> ca.CompiledWorkflow:
+    path = Path.cwd() / f"wf-{uuid.uuid4().hex[:8]}.yaml"  # the test's own temporary cwd
+    path.write_text(text, encoding="utf-8")
+    return ca.compile_workflow(ca.load_workflow(path))
+
+
+def exporting(text: str = MINIMAL, **settings: Any) -> ca.CompiledWorkflow:
+    return workflow(otel_yaml(text, **settings))
+
+
+def drained(timeout: float = 60) -> Drainer:
+    """Drain the spool in this process until nothing is pending (or fail)."""
+    drainer = Drainer(open_spool(spool_path()))
+    try:
+        left = drainer.drain(timeout)
+        assert left == 0, [(s.pending, s.last_error) for s in drainer.spool.sinks()]
+    finally:
+        drainer.close()
+    return drainer
+
+
+def otlp_sink(drainer: Drainer) -> otlp.OtlpSink:
+    """The OTLP sink the drainer used last (closed by now; kept for its counters)."""
+    sink = [s for s in drainer.opened if isinstance(s, otlp.OtlpSink)][-1]
+    assert isinstance(sink, otlp.OtlpSink)
+    return sink
+
+
+@pytest.fixture(autouse=True)
+def _keep_sinks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sinks opened in this test, in order (``Drainer.opened``), for their counters."""
+    opened: list[Any] = []
+    real = drain.open_sink
+
+    def recording(kind: str, target: dict[str, Any]) -> Any:
+        sink = real(kind, target)
+        opened.append(sink)
+        return sink
+
+    monkeypatch.setattr(drain, "open_sink", recording)
+    monkeypatch.setattr(Drainer, "opened", opened, raising=False)
+
+
+def attrs(span: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a in span.attributes:
+        value = a.value
+        out[a.key] = getattr(value, value.WhichOneof("value"))
+    return out
+
+
+def tree(spans: list[tuple[Any, Any]]) -> list[tuple[str, str | None]]:
+    by_id = {span.span_id: span for _, span in spans}
+    ordered = sorted((s for _, s in spans), key=lambda s: (s.start_time_unix_nano, s.span_id))
+    return [(s.name, by_id[s.parent_span_id].name if s.parent_span_id else None) for s in ordered]
 
 
 def legal(value: Any) -> bool:
@@ -219,11 +236,11 @@ def test_the_span_tree_as_otel_spans():
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.trace import SpanKind, StatusCode
 
-    workflow = ca.compile_workflow(ca.load_workflow(EXAMPLES / "review_loop.yaml"))
-    result = ca.run_workflow(workflow, {"topic": "bees"})
+    compiled = ca.compile_workflow(ca.load_workflow(EXAMPLES / "review_loop.yaml"))
+    result = ca.run_workflow(compiled, {"topic": "bees"})
     cost = ca.summarize_cost(result)
-    trace = build_trace(workflow, result, ids=SequentialIds(), tags={"user": "ana"})
-    spans = otel.to_otel_spans(trace, service_name="svc-a")
+    trace = build_trace(compiled, result, ids=SequentialIds(), tags={"user": "ana"})
+    spans = to_otel_spans(trace, service_name="svc-a")
 
     client, internal = SpanKind.CLIENT, SpanKind.INTERNAL
     shape = [
@@ -256,45 +273,24 @@ def test_the_span_tree_as_otel_spans():
     root = spans[0].attributes
     assert root["gen_ai.workflow.name"] == root["workflow.name"] == "review_loop"
     assert (root["workflow.version"], root["workflow.node_count"]) == ("1.0.0", 2)
-    assert (root["workflow_name"], root["workflow_version"], root["node_count"]) == (
-        "review_loop",
-        "1.0.0",
-        2,
-    )
     assert root["workflow.run_id"] == result.run_id and root["workflow.status"] == "succeeded"
     assert root["configurable_agents.cost_usd"] == pytest.approx(cost.total_usd)
     assert root["user.id"] == "ana" and root["configurable_agents.tag.user"] == "ana"
     assert json.loads(root["input.value"]) == {"topic": "bees"}
     assert "gen_ai.usage.input_tokens" not in root  # tokens only on model spans
 
-    nodes = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "invoke_agent"]
-    for span, record in zip(nodes, result.nodes, strict=True):
-        attrs = span.attributes
-        assert attrs["gen_ai.agent.name"] == attrs["node.id"] == record.node
-        assert attrs["node.retry_count"] == 0
-        assert attrs["node.cost_usd"] == pytest.approx(record.cost_usd)
-        assert attrs["configurable_agents.cost_usd"] == pytest.approx(record.cost_usd)
-        assert attrs["node.output_fields"] == tuple(record.outputs)
-        assert "gen_ai.usage.input_tokens" not in attrs
-
     chats = [s.attributes for s in spans if s.kind == client]
     calls = [call for record in result.nodes for call in record.calls]
-    for attrs, call in zip(chats, calls, strict=True):
-        assert attrs["gen_ai.request.model"] == attrs["gen_ai.response.model"] == "gemini-2.5-flash"
-        assert attrs["llm.model_name"] == "gemini-2.5-flash"
-        assert attrs["gen_ai.provider.name"] == attrs["gen_ai.system"] == "test"
-        assert attrs["gen_ai.usage.input_tokens"] == call.usage.input_tokens
-        assert attrs["gen_ai.usage.output_tokens"] == call.usage.output_tokens
-        assert attrs["llm.token_count.prompt"] == call.usage.input_tokens
-        assert attrs["llm.token_count.completion"] == call.usage.output_tokens
-        assert attrs["llm.token_count.total"] == call.usage.total_tokens
-        assert attrs["configurable_agents.cost_usd"] == pytest.approx(
+    for attributes, call in zip(chats, calls, strict=True):
+        assert attributes["gen_ai.request.model"] == "gemini-2.5-flash"
+        assert attributes["gen_ai.provider.name"] == "test"
+        assert attributes["gen_ai.usage.input_tokens"] == call.usage.input_tokens
+        assert attributes["gen_ai.usage.output_tokens"] == call.usage.output_tokens
+        assert attributes["llm.token_count.total"] == call.usage.total_tokens
+        assert attributes["configurable_agents.cost_usd"] == pytest.approx(
             call.usage.input_tokens * FLASH_IN + call.usage.output_tokens * FLASH_OUT
         )
-        assert attrs["llm.input_messages.0.message.role"] == "user"
-        messages = json.loads(attrs["gen_ai.input.messages"])
-        assert messages[0]["parts"][0]["type"] == "text"
-        assert json.loads(attrs["gen_ai.output.messages"])[0]["role"] == "assistant"
+        assert json.loads(attributes["gen_ai.input.messages"])[0]["parts"][0]["type"] == "text"
     assert sum(a["gen_ai.usage.input_tokens"] for a in chats) == 62
     assert sum(a["gen_ai.usage.output_tokens"] for a in chats) == 19
 
@@ -305,413 +301,454 @@ def test_the_span_tree_as_otel_spans():
 def test_tool_spans_and_a_failed_run():
     from opentelemetry.trace import StatusCode
 
-    workflow = ca.compile_workflow(ca.load_workflow(EXAMPLES / "calculator_tools.yaml"))
-    result = ca.run_workflow(workflow, {"question": "2+2"})
+    tools = ca.compile_workflow(ca.load_workflow(EXAMPLES / "calculator_tools.yaml"))
+    result = ca.run_workflow(tools, {"question": "2+2"})
     ca.summarize_cost(result)
-    spans = otel.to_otel_spans(build_trace(workflow, result, ids=SequentialIds()))
-    tools = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "execute_tool"]
-    assert [s.name for s in tools] == ["calculator", "current_time"]
+    spans = to_otel_spans(build_trace(tools, result, ids=SequentialIds()))
+    calls = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "execute_tool"]
+    assert [s.name for s in calls] == ["calculator", "current_time"]
     solve = next(s for s in spans if s.name == "solve")
-    for span in tools:
+    for span in calls:
         assert span.parent is not None and span.parent.span_id == solve.context.span_id
-        assert span.attributes["gen_ai.tool.name"] == span.attributes["tool.name"] == span.name
-        assert span.attributes["openinference.span.kind"] == "TOOL"
-    assert json.loads(tools[0].attributes["gen_ai.tool.call.arguments"]) == {"expression": "2 + 2"}
-    assert tools[0].attributes["gen_ai.tool.call.result"] == "4"
-    assert tools[0].attributes["output.mime_type"] == "text/plain"
-    assert solve.attributes["node.tools"] == ("calculator", "current_time")
+        assert span.attributes["gen_ai.tool.name"] == span.name
+    assert json.loads(calls[0].attributes["gen_ai.tool.call.arguments"]) == {"expression": "2 + 2"}
+    assert calls[0].attributes["gen_ai.tool.call.result"] == "4"
 
-    broken = ca.compile_workflow(ca.load_workflow(_write(FAILING)))
+    broken = workflow(FAILING)
     failed = ca.run_workflow(broken, {"topic": "x"})
     assert failed.status == "failed"
-    spans = otel.to_otel_spans(build_trace(broken, failed, ids=SequentialIds()))
+    spans = to_otel_spans(build_trace(broken, failed, ids=SequentialIds()))
     by_name = {s.name: s for s in spans}
-    assert [s.name for s in spans] == [
-        "workflow_demo",
-        "write",
-        "chat test",
-        "validate_output",
-    ]
-    for name in ("workflow_demo", "write", "validate_output"):
+    for name in ("workflow_retry_demo", "score", "validate_output"):
         span = by_name[name]
         assert span.status.status_code == StatusCode.ERROR, name
         assert [e.name for e in span.events] == ["exception"]
         assert span.attributes["error.type"]
-    assert by_name["chat test"].status.status_code == StatusCode.OK
-    assert by_name["workflow_demo"].attributes["error.type"] == failed.error.type
 
 
-def _write(text: str) -> Path:
-    path = Path.cwd() / f"wf-{uuid.uuid4().hex[:8]}.yaml"  # the test's own temporary cwd
-    path.write_text(text, encoding="utf-8")
-    return path
+def test_a_run_with_a_parent_is_in_the_callers_trace():
+    compiled = ca.compile_workflow(ca.load_workflow(EXAMPLES / "review_loop.yaml"))
+    result = ca.run_workflow(compiled, {"topic": "bees"})
+    trace = build_trace(compiled, result, ids=SequentialIds())
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    trace.parent = {
+        "trace_id": caller_trace,
+        "span_id": caller_span,
+        "sampled": True,
+        "tracestate": "vendor=abc",
+    }
+    spans = to_otel_spans(trace)
+    assert {f"{s.context.trace_id:032x}" for s in spans} == {caller_trace}
+    root = spans[0]
+    assert root.parent is not None and root.parent.is_remote
+    assert f"{root.parent.span_id:016x}" == caller_span
+    assert all(s.parent is not None and not s.parent.is_remote for s in spans[1:])
+    assert {s.context.trace_state.to_header() for s in spans} == {"vendor=abc"}
 
 
-def test_sampling_matches_the_sdk_ratio_sampler():
-    from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
-
-    rng = random.Random(7)
-    ids = [rng.getrandbits(128) for _ in range(2000)]
-    for rate in (0.0, 0.01, 0.3, 0.5, 0.99, 1.0):
-        sampler = TraceIdRatioBased(rate)
-        expected = [
-            sampler.should_sample(None, i, "x").decision == Decision.RECORD_AND_SAMPLE for i in ids
-        ]
-        assert [otel.sampled(i, rate) for i in ids] == expected, rate
+# --------------------------------------------------------------------------- on the wire
 
 
-# --------------------------------------------------------------------------- the exporter
-
-
-class _Recording:
-    """An in-memory span exporter that counts its export calls (one per batch)."""
-
-    def __init__(self, gate: threading.Event | None = None) -> None:
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
-            InMemorySpanExporter,
-        )
-
-        self.memory = InMemorySpanExporter()
-        self.calls = 0
-        self.entered = threading.Event()
-        self.gate = gate
-
-    def export(self, spans: Any) -> Any:
-        self.calls += 1
-        self.entered.set()
-        if self.gate is not None:
-            self.gate.wait(10)
-        return self.memory.export(spans)
-
-    def shutdown(self) -> None:
-        self.memory.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-def _queued(workflow: ca.CompiledWorkflow, topic: str) -> otel.QueuedRun:
-    result = ca.run_workflow(workflow, {"topic": topic})
-    return otel.QueuedRun(WorkflowInfo.of(workflow), result, {}, "svc")
-
-
-def test_runs_are_exported_in_batches_and_built_off_the_callers_thread(monkeypatch):
-    workflow = ca.compile_workflow(ca.load_workflow(EXAMPLES / "review_loop.yaml"))
-    exporter = _Recording()
-    target = otel.OtlpEndpoint("memory:", exporter=exporter, schedule_delay=30)  # type: ignore[arg-type]
-    built_in: list[str] = []
-    build = otel._job_spans
-
-    def spy(job: otel.QueuedRun) -> Any:
-        built_in.append(threading.current_thread().name)
-        return build(job)
-
-    monkeypatch.setattr(otel, "_job_spans", spy)
-    jobs = [_queued(workflow, f"t{i}") for i in range(3)]
-    for job in jobs:
-        assert target.submit(job)
-    assert not built_in  # nothing is built when a run is queued
-    started = time.perf_counter()
-    assert target.flush(10)  # sends at once, without waiting out the 30 s batch delay
-    assert time.perf_counter() - started < 5
-    assert exporter.calls == 1  # one request for the three traces
-    assert set(built_in) == {"configurable-agents-otel"}
-    spans = exporter.memory.get_finished_spans()
-    assert len(spans) == 3 * 9
-    assert {f"{s.context.trace_id:032x}" for s in spans} == {j.result.run_id for j in jobs}
-    assert target.exported == 3 and target.pending == 0
-    assert target.close(5)
-
-
-def test_a_full_queue_drops_runs_with_one_warning(warnings_given):
-    workflow = ca.compile_workflow(ca.load_workflow(minimal_path()))
-    gate = threading.Event()
-    exporter = _Recording(gate)
-    target = otel.OtlpEndpoint(
-        "memory:",
-        exporter=exporter,  # type: ignore[arg-type]
-        max_queue=2,
-        max_batch=1,
-        schedule_delay=0,
-    )
-    try:
-        assert target.submit(_queued(workflow, "first"))
-        assert exporter.entered.wait(10)  # the thread is exporting the first (held at the gate)
-        assert target.submit(_queued(workflow, "second"))
-        assert target.submit(_queued(workflow, "third"))
-        assert not target.submit(_queued(workflow, "fourth"))
-        assert not target.submit(_queued(workflow, "fifth"))
-    finally:
-        gate.set()
-    assert target.flush(10)
-    assert (target.exported, target.dropped) == (3, 2)
-    assert len(warnings_given) == 1 and "some traces were dropped" in warnings_given[0]
-    assert target.close(5)
-
-
-def minimal_path() -> Path:
-    return _write(MINIMAL)
-
-
-# --------------------------------------------------------------------------- sampling, wire
-
-
-def test_sampling_rate_zero_exports_nothing_and_one_everything(receiver):
-    path = minimal_path()
-    none = exporting(path, receiver.url, sampling_rate=0.0)
-    for i in range(4):
-        ca.run_workflow(none, {"topic": f"n{i}"}).raise_for_status()
-    assert ca.flush(10)
-    assert receiver.requests == [] and otel.endpoints() == []
-
-    every = exporting(path, receiver.url, sampling_rate=1.0)
-    runs = [ca.run_workflow(every, {"topic": f"a{i}"}) for i in range(4)]
-    assert ca.flush(30)
-    assert receiver.trace_ids() == {r.run_id for r in runs}
-    assert len(receiver.spans()) == 4 * 3  # workflow, node, model call per run
-
-
-def test_sampling_is_decided_per_trace_id(receiver):
-    workflow = exporting(minimal_path(), receiver.url, sampling_rate=0.5)
-    runs = [ca.run_workflow(workflow, {"topic": f"s{i}"}) for i in range(24)]
-    assert ca.flush(30)
-    expected = {r.run_id for r in runs if otel.sampled(int(r.run_id, 16), 0.5)}
-    assert receiver.trace_ids() == expected
-    assert 0 < len(expected) < 24
-    assert {span.trace_id.hex() for _, span in receiver.spans() if not span.parent_span_id} == (
-        expected
-    )
-
-
-def test_headers_resource_and_attributes_on_the_wire(receiver):
-    workflow = exporting(
-        EXAMPLES / "review_loop.yaml",
-        receiver.url,
-        headers={"x-team-token": "abc"},
+def test_spans_arrive_with_the_tree_resource_headers_and_attributes(receiver):
+    compiled = exporting(
+        (EXAMPLES / "review_loop.yaml").read_text(),
+        endpoint=receiver.url,
+        headers={"x-team-token": "abc123"},
         service_name="review-service",
     )
-    result = ca.run_workflow(workflow, {"topic": "bees"})
-    assert ca.flush(30)
-    assert receiver.headers and receiver.headers[0]["x-team-token"] == "abc"
+    result = ca.run_workflow(compiled, {"topic": "bees"}, tags={"team": "search"})
+    sink = otlp_sink(drained())
+    assert (sink.exported, sink.sampled_out) == (1, 0)
+    assert open_spool(spool_path()).pending() == 0  # delivered: gone from the spool
+
+    assert receiver.headers[0]["x-team-token"] == "abc123"
     assert receiver.headers[0]["content-type"] == "application/x-protobuf"
     spans = receiver.spans()
-    assert len(spans) == 9
+    assert tree(spans) == REVIEW_TREE
+    assert receiver.trace_ids() == {result.run_id}
     for resource, _ in spans:
         names = {a.key: a.value.string_value for a in resource.attributes}
         assert names["service.name"] == "review-service"
-    chats = [span for _, span in spans if span.name.startswith("chat ")]
-    tokens = [
-        {a.key: a.value.int_value for a in span.attributes if a.key.startswith("gen_ai.usage.")}
-        for span in chats
-    ]
-    assert sum(t["gen_ai.usage.input_tokens"] for t in tokens) == 62
-    assert sum(t["gen_ai.usage.output_tokens"] for t in tokens) == 19
+    root = next(attrs(s) for _, s in spans if not s.parent_span_id)
+    assert root["gen_ai.operation.name"] == "invoke_workflow"
+    assert root["workflow.run_id"] == result.run_id
+    assert root["configurable_agents.tag.team"] == "search"
+    assert root["configurable_agents.cost_usd"] == pytest.approx(62 * FLASH_IN + 19 * FLASH_OUT)
+    chats = [s for _, s in spans if s.name.startswith("chat ")]
     assert all(span.kind == span.SPAN_KIND_CLIENT for span in chats)
-    assert receiver.trace_ids() == {result.run_id}
+    assert sum(attrs(s)["gen_ai.usage.input_tokens"] for s in chats) == 62
+    assert sum(attrs(s)["gen_ai.usage.output_tokens"] for s in chats) == 19
+
+
+def test_sampling_rate_zero_sends_nothing_and_one_everything(receiver):
+    none = exporting(endpoint=receiver.url, sampling_rate=0)
+    for i in range(4):
+        ca.run_workflow(none, {"topic": f"n{i}"}).raise_for_status()
+    sink = otlp_sink(drained())
+    assert receiver.requests == []
+    assert (sink.exported, sink.sampled_out) == (0, 4)
+    assert open_spool(spool_path()).pending() == 0  # dropped by the sampler: done
+
+    every = exporting(endpoint=receiver.url, sampling_rate=1)
+    runs = [ca.run_workflow(every, {"topic": f"a{i}"}) for i in range(4)]
+    drainer = drained()
+    assert receiver.trace_ids() == {r.run_id for r in runs}
+    assert len(receiver.spans()) == 4 * 3  # workflow, node, model call per run
+    assert otlp_sink(drainer).exported == 4
+
+
+def _ratio_sampled(run_ids: list[str], rate: float) -> set[str]:
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    sampler = TraceIdRatioBased(rate)
+    decide = sampler.should_sample
+    return {r for r in run_ids if decide(None, int(r, 16), "x").decision.is_sampled()}
+
+
+def test_the_otel_traces_sampler_variables_unless_the_file_sets_a_rate(receiver, monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    from_env = exporting(endpoint=receiver.url)
+    runs = [ca.run_workflow(from_env, {"topic": f"s{i}"}).run_id for i in range(24)]
+    sink = otlp_sink(drained())
+    expected = _ratio_sampled(runs, 0.5)
+    assert 0 < len(expected) < 24
+    assert receiver.trace_ids() == expected
+    assert (sink.exported, sink.sampled_out) == (len(expected), 24 - len(expected))
+
+    receiver.requests.clear()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    from_file = exporting(endpoint=receiver.url, sampling_rate=1)
+    runs = [ca.run_workflow(from_file, {"topic": f"f{i}"}).run_id for i in range(3)]
+    drained()
+    assert receiver.trace_ids() == set(runs)  # the file wins
+
+
+def test_the_otlp_endpoint_and_headers_variables_unless_the_file_sets_them(receiver, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-env-token=from%20env,x-shared=env")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "env-service")
+    first = ca.run_workflow(exporting(), {"topic": "env"})
+    drained()
+    assert receiver.trace_ids() == {first.run_id}
+    assert receiver.headers[0]["x-env-token"] == "from env"
+    resource = receiver.spans()[0][0]
+    assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == (
+        "env-service"
+    )
+
+    other = OtlpReceiver()
+    try:
+        receiver.requests.clear()
+        receiver.headers.clear()
+        compiled = exporting(endpoint=other.url, headers={"x-shared": "file"})
+        second = ca.run_workflow(compiled, {"topic": "file"})
+        drained()
+        assert receiver.requests == []  # the file's endpoint wins
+        assert other.trace_ids() == {second.run_id}
+        (headers,) = other.headers
+        assert headers["x-shared"] == "file"  # and its headers: the variable's are not sent
+        assert "x-env-token" not in headers
+    finally:
+        other.close()
+
+
+def test_a_receiver_that_is_down_keeps_the_runs_until_it_is_up(monkeypatch):
+    port = free_port()
+    secret = "s3cret-token-value"
+    compiled = exporting(
+        endpoint=f"http://127.0.0.1:{port}/v1/traces",
+        headers={"authorization": f"Bearer {secret}"},
+        timeout_seconds=1,
+    )
+    runs = [ca.run_workflow(compiled, {"topic": f"d{i}"}).run_id for i in range(3)]
+    spool = open_spool(spool_path())
+    drainer = Drainer(spool)
+    try:
+        assert drainer.step(ignore_backoff=True) == 3  # one batch, written and failed
+    finally:
+        drainer.close()
+    (state,) = spool.sinks()
+    assert state.pending == 3
+    assert "connection refused" in (state.last_error or "")
+    assert secret not in (state.last_error or "")
+
+    up = OtlpReceiver(port)
+    try:
+        drained()
+        assert spool.pending() == 0
+        assert sorted(span.trace_id.hex() for _, span in up.spans()) == sorted(runs * 3)
+        assert up.headers[0]["authorization"] == f"Bearer {secret}"
+        drained()  # nothing left: nothing is sent again
+        assert len(up.spans()) == 3 * 3
+    finally:
+        up.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers (a hung collector)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_a_hung_receiver_fails_the_batch_after_the_timeout(silent_port):
+    compiled = exporting(endpoint=f"http://127.0.0.1:{silent_port}/v1/traces", timeout_seconds=1)
+    for i in range(2):
+        ca.run_workflow(compiled, {"topic": f"h{i}"})
+    spool = open_spool(spool_path())
+    drainer = Drainer(spool)
+    try:
+        assert drainer.step(ignore_backoff=True) == 2
+    finally:
+        drainer.close()
+    (state,) = spool.sinks()
+    assert state.pending == 2
+    assert state.last_error == "OTLP export failed: no answer within 1 s"
+
+
+def test_the_reason_is_kept_and_nothing_printed_where_otel_logging_is_off(monkeypatch, caplog):
+    """The detached drainer turns ``opentelemetry`` logging down to CRITICAL; the reason of a
+    failure is still the exporter's, and its log lines reach no handler."""
+    otel_logger = logging.getLogger("opentelemetry")
+    monkeypatch.setattr(otel_logger, "level", logging.CRITICAL)
+    caplog.set_level(logging.DEBUG)
+    compiled = exporting(endpoint=f"http://127.0.0.1:{free_port()}/v1/traces", timeout_seconds=1)
+    ca.run_workflow(compiled, {"topic": "x"})
+    spool = open_spool(spool_path())
+    drainer = Drainer(spool)
+    try:
+        drainer.step(ignore_backoff=True)
+    finally:
+        drainer.close()
+    (state,) = spool.sinks()
+    assert state.last_error == "OTLP export failed: connection refused"
+    logging.getLogger(otlp.EXPORTER_LOGGERS[0]).error("from another exporter of this process")
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry")]
+
+    monkeypatch.setattr(otel_logger, "level", logging.NOTSET)  # as usual: it is shown
+    logging.getLogger(otlp.EXPORTER_LOGGERS[0]).error("from another exporter of this process")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == [
+        "from another exporter of this process"
+    ]
+
+
+def test_an_error_answer_fails_only_the_runs_it_carried(receiver, monkeypatch):
+    monkeypatch.setattr(otlp, "MAX_EXPORT_BATCH", 3)  # one run (3 spans) per request
+    compiled = exporting(endpoint=receiver.url, timeout_seconds=5)
+    runs = [ca.run_workflow(compiled, {"topic": f"e{i}"}).run_id for i in range(5)]
+    receiver.statuses = [200]
+    receiver.status = 400  # not retryable: the export fails at once
+    spool = open_spool(spool_path())
+    drainer = Drainer(spool)
+    try:
+        assert drainer.step(ignore_backoff=True) == 5
+    finally:
+        drainer.close()
+    sink = otlp_sink(drainer)
+    assert sink.exported == 1 and sink.exporter.calls == 2  # after a failure, no more tries
+    (state,) = spool.sinks()
+    assert state.pending == 4 and state.written == 1
+    assert "HTTP 400 Bad Request" in (state.last_error or "")
+    (first,) = receiver.trace_ids()
+
+    receiver.status = 200
+    drained()
+    assert spool.pending() == 0
+    assert sorted(span.trace_id.hex() for _, span in receiver.spans()) == sorted(runs * 3)
+    assert first == runs[0]  # the oldest run went first
+
+
+def test_a_batch_larger_than_the_processor_queue_is_sent_whole(receiver, monkeypatch):
+    monkeypatch.setattr(otlp, "MAX_QUEUE", 4)
+    monkeypatch.setattr(otlp, "MAX_EXPORT_BATCH", 4)
+    compiled = exporting(endpoint=receiver.url)
+    runs = [ca.run_workflow(compiled, {"topic": f"q{i}"}).run_id for i in range(5)]
+    assert otlp_sink(drained()).exported == 5
+    assert sorted(span.trace_id.hex() for _, span in receiver.spans()) == sorted(runs * 3)
+
+
+def test_a_missing_exporter_package_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
+    with pytest.raises(MissingExtraError, match="opentelemetry-exporter-otlp-proto-http"):
+        otlp.OtlpSink({"endpoint": "http://127.0.0.1:1/v1/traces", "rate": None})
+    ca.run_workflow(exporting(endpoint="http://127.0.0.1:1/v1/traces"), {"topic": "x"})
+    spool = open_spool(spool_path())
+    drainer = Drainer(spool)
+    try:
+        drainer.step(ignore_backoff=True)
+    finally:
+        drainer.close()
+    (state,) = spool.sinks()
+    assert state.pending == 1
+    assert "configurable-agents[server]" in (state.last_error or "")
+
+
+def test_sampling_matches_the_sdk_for_random_trace_ids():
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    rng = random.Random(7)
+    ids = [rng.getrandbits(128) for _ in range(500)]
+    compiled = ca.compile_workflow(ca.load_workflow(EXAMPLES / "review_loop.yaml"))
+    result = ca.run_workflow(compiled, {"topic": "bees"})
+    for rate in (0.0, 0.3, 1.0):
+        sink = otlp.OtlpSink({"endpoint": "http://127.0.0.1:1/v1/traces", "rate": rate})
+        try:
+            assert isinstance(sink.sampler, ParentBased)
+            reference = TraceIdRatioBased(rate)
+            for trace_id in ids:
+                result.run_id = f"{trace_id:032x}"
+                trace = build_trace(compiled, result)
+                expected = reference.should_sample(None, trace_id, "x").decision.is_sampled()
+                assert sink.sampled(trace) == expected
+        finally:
+            sink.close()
+
+
+# --------------------------------------------------------------------------- traceparent
+
+
+def test_a_served_run_continues_the_callers_trace(receiver, monkeypatch, tmp_path):
+    pytest.importorskip("mlflow")
+    pytest.importorskip("prometheus_client")
+    from fastapi.testclient import TestClient
+
+    from configurable_agents.observe.metrics import recorder
+    from configurable_agents.serve import create_app
+
+    monkeypatch.setattr(recorder, "_metrics", recorder.Metrics())
+    monkeypatch.setattr(recorder, "_enabled", False)
+    monkeypatch.delenv("CONFIGURABLE_AGENTS_API_KEY", raising=False)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    text = otel_yaml(endpoint=receiver.url).replace(
+        "  observability:\n",
+        f"  observability:\n    mlflow: {{enabled: true, tracking_uri: '{store}'}}\n",
+        1,
+    )
+    path = tmp_path / "served.yaml"
+    path.write_text(text, encoding="utf-8")
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with TestClient(create_app(path, database_url=f"sqlite:///{tmp_path / 'runs.db'}")) as client:
+        answer = client.post(
+            "/runs",
+            json={"inputs": {"topic": "bees"}},
+            headers={
+                "traceparent": f"00-{caller_trace}-{caller_span}-01",
+                "tracestate": "vendor=abc",
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        run_id = answer.json()["run_id"]
+        unsampled = client.post(
+            "/runs",
+            json={"inputs": {"topic": "wasps"}},
+            headers={"traceparent": f"00-{'1' * 32}-{'2' * 16}-00"},
+        )
+        assert unsampled.status_code == 200, unsampled.text
+        drained()
+        openapi = client.get("/openapi.json").json()
+
+    spans = receiver.spans()
+    assert receiver.trace_ids() == {caller_trace}  # the unsampled caller's run is not sent
+    assert len(spans) == 3
+    (root,) = [s for _, s in spans if s.name == "workflow_demo"]
+    assert root.parent_span_id.hex() == caller_span
+    assert root.trace_state == "vendor=abc"
+    assert attrs(root)["workflow.run_id"] == run_id
+
+    import mlflow
+
+    found = mlflow.MlflowClient(store).get_trace(f"tr-{run_id}")
+    assert found.info.trace_metadata["ca.parent_trace_id"] == caller_trace
+    assert found.info.trace_metadata["ca.parent_span_id"] == caller_span
+    assert found.info.tags["ca.parent_trace_id"] == caller_trace
+
+    parameters = openapi["paths"]["/runs"]["post"]["parameters"]
+    assert any(p["name"] == "traceparent" and p["in"] == "header" for p in parameters)
+
+
+# --------------------------------------------------------------------------- detached
+
+
+def test_the_detached_drainer_inherits_the_otel_variables(receiver, monkeypatch):
+    """``ca.flush`` waits for the drainer the runs start; it samples with the variables of
+    the process that started it (the file's rate wins)."""
+    started = _KeepAll()
+    monkeypatch.setattr(drain, "_started", started)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    dropped = ca.run_workflow(exporting(endpoint=receiver.url), {"topic": "off"})
+    kept = ca.run_workflow(exporting(endpoint=receiver.url, sampling_rate=1), {"topic": "on"})
+    try:
+        assert ca.flush(120)
+        assert receiver.trace_ids() == {kept.run_id}
+        assert dropped.run_id not in receiver.trace_ids()
+        assert open_spool(spool_path()).pending() == 0
+        assert started.every
+    finally:
+        for proc in started.every:  # each exits once idle
+            proc.wait(60)
+
+
+class _KeepAll(dict):  # type: ignore[type-arg]
+    """``drain._started`` that keeps every drainer it was handed, also those it replaced
+    (``wait_for`` starts another when the first has not taken its locks within a second)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.every: list[Any] = []
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.every.append(value)
+        super().__setitem__(key, value)
 
 
 # --------------------------------------------------------------------------- MLflow server
 
 
-@pytest.fixture
-def mlflow_experiment(mlflow_server: Any) -> tuple[Any, str, dict[str, str]]:
-    """(client, experiment id, OTLP headers) for a new experiment on the MLflow server."""
+def test_round_trip_through_an_mlflow_server(mlflow_server):
     import mlflow
 
     client = mlflow.MlflowClient(mlflow_server.url)
     experiment = client.create_experiment(f"otel-{uuid.uuid4().hex[:8]}")
-    return client, experiment, {"x-mlflow-experiment-id": experiment}
+    # A generous timeout: the server's first OTLP request takes seconds (it loads on demand).
+    compiled = exporting(
+        (EXAMPLES / "review_loop.yaml").read_text(),
+        endpoint=f"{mlflow_server.url}/v1/traces",
+        headers={"x-mlflow-experiment-id": experiment},
+        timeout_seconds=60,
+    )
+    result = ca.run_workflow(compiled, {"topic": "bees"}, tags={"team": "search"})
+    assert otlp_sink(drained(120)).exported == 1
 
-
-def _read_back(client: Any, run_id: str) -> Any:
-    return client.get_trace(f"tr-{run_id}")  # MLflow names an OTLP trace tr-<trace id>
-
-
-def _tree(trace: Any) -> list[tuple[str, str | None]]:
+    trace = client.get_trace(f"tr-{result.run_id}")  # MLflow names an OTLP trace tr-<id>
     by_id = {s.span_id: s for s in trace.data.spans}
     spans = sorted(trace.data.spans, key=lambda s: (s.start_time_ns, s.span_id))
-    return [(s.name, by_id[s.parent_id].name if s.parent_id else None) for s in spans]
-
-
-def test_round_trip_through_an_mlflow_server(mlflow_server, mlflow_experiment):
-    client, experiment, headers = mlflow_experiment
-    endpoint = f"{mlflow_server.url}/v1/traces"
-    # A generous timeout: the server's first OTLP request takes seconds (it loads on demand).
-    workflow = exporting(
-        EXAMPLES / "review_loop.yaml", endpoint, headers=headers, timeout_seconds=60
+    assert [(s.name, by_id[s.parent_id].name if s.parent_id else None) for s in spans] == (
+        REVIEW_TREE
     )
-    result = ca.run_workflow(workflow, {"topic": "bees"}, tags={"team": "search"})
-    assert ca.flush(120)
-    (target,) = otel.endpoints()
-    assert target.exported == 1, target.last_error
-
-    trace = _read_back(client, result.run_id)
-    assert _tree(trace) == REVIEW_TREE
-    assert str(trace.info.state).endswith("OK")
     assert trace.info.token_usage == {"input_tokens": 62, "output_tokens": 19, "total_tokens": 81}
-    spans = sorted(trace.data.spans, key=lambda s: (s.start_time_ns, s.span_id))
-    assert [s.span_type for s in spans[:3]] == ["CHAIN", "AGENT", "LLM"]
-
     root = spans[0]
-    assert root.get_attribute("gen_ai.operation.name") == "invoke_workflow"
-    assert root.get_attribute("workflow.name") == "review_loop"
-    assert root.get_attribute("workflow.version") == "1.0.0"
-    assert root.get_attribute("node_count") == 2
     assert root.get_attribute("workflow.run_id") == result.run_id
     assert root.get_attribute("configurable_agents.tag.team") == "search"
-    assert root.get_attribute("configurable_agents.cost_usd") == pytest.approx(
-        62 * FLASH_IN + 19 * FLASH_OUT
-    )
-    assert root.inputs == {"topic": "bees"}
-
-    nodes = [s for s in spans if s.get_attribute("gen_ai.operation.name") == "invoke_agent"]
-    assert [n.get_attribute("node.id") for n in nodes] == ["write", "review", "write", "review"]
-    assert all(n.get_attribute("node.retry_count") == 0 for n in nodes)
-    assert sum(n.get_attribute("node.cost_usd") for n in nodes) == pytest.approx(
-        62 * FLASH_IN + 19 * FLASH_OUT
-    )
-
     chats = [s for s in spans if s.get_attribute("gen_ai.operation.name") == "chat"]
-    assert len(chats) == 4
-    for chat in chats:
-        assert chat.get_attribute("gen_ai.request.model") == "gemini-2.5-flash"
-        assert chat.get_attribute("gen_ai.provider.name") == "test"
     assert sum(c.get_attribute("gen_ai.usage.input_tokens") for c in chats) == 62
-    assert sum(c.get_attribute("gen_ai.usage.output_tokens") for c in chats) == 19
-    assert sum(c.get_attribute("llm.token_count.total") for c in chats) == 81
-
-    found = client.search_traces(locations=[experiment])
-    assert [t.info.trace_id for t in found] == [f"tr-{result.run_id}"]
-
-
-def test_tool_spans_and_errors_round_trip_through_mlflow(mlflow_server, mlflow_experiment):
-    client, _, headers = mlflow_experiment
-    endpoint = f"{mlflow_server.url}/v1/traces"
-    tools = exporting(
-        EXAMPLES / "calculator_tools.yaml", endpoint, headers=headers, timeout_seconds=60
-    )
-    broken = exporting(_write(FAILING), endpoint, headers=headers, timeout_seconds=60)
-    ok = ca.run_workflow(tools, {"question": "2+2"})
-    failed = ca.run_workflow(broken, {"topic": "x"})
-    assert ca.flush(120)
-    assert [t.exported for t in otel.endpoints()] == [2], otel.endpoints()[0].last_error
-
-    trace = _read_back(client, ok.run_id)
-    tree = _tree(trace)
-    assert tree[:2] == [("workflow_calculator_tools", None), ("solve", "workflow_calculator_tools")]
-    tool_spans = [s for s in trace.data.spans if s.span_type == "TOOL"]
-    assert sorted(s.name for s in tool_spans) == ["calculator", "current_time"]
-    for span in tool_spans:
-        assert (span.name, "solve") in tree
-        assert span.get_attribute("gen_ai.operation.name") == "execute_tool"
-        assert span.get_attribute("gen_ai.tool.name") == span.name
-    calculator = next(s for s in tool_spans if s.name == "calculator")
-    assert calculator.inputs == {"expression": "2 + 2"}
-    assert calculator.get_attribute("gen_ai.tool.call.result") == "4"
-    assert trace.info.token_usage["total_tokens"] == ok.usage.total_tokens
-
-    trace = _read_back(client, failed.run_id)
-    assert str(trace.info.state).endswith("ERROR")
-    statuses = {s.name: str(s.status.status_code) for s in trace.data.spans}
-    assert statuses["workflow_demo"].endswith("ERROR")
-    assert statuses["validate_output"].endswith("ERROR")
-
-
-# --------------------------------------------------------------------------- failures
-
-
-def test_a_dead_endpoint_never_stalls_a_run_and_warns_once(warnings_given):
-    workflow = exporting(
-        EXAMPLES / "review_loop.yaml", "http://127.0.0.1:1/v1/traces", timeout_seconds=2
-    )
-    started = time.perf_counter()
-    first = ca.run_workflow(workflow, {"topic": "bees"})
-    assert time.perf_counter() - started < 2  # the run did not wait for the export
-    assert first.succeeded
-    started = time.perf_counter()
-    assert ca.flush(10)
-    assert time.perf_counter() - started < 5
-    second = ca.run_workflow(workflow, {"topic": "wasps"})
-    assert second.succeeded and ca.flush(10)
-    (target,) = otel.endpoints()
-    assert (target.exported, target.failed, target.dropped) == (0, 1, 1)
-    assert len(warnings_given) == 1, warnings_given
-    assert "http://127.0.0.1:1/v1/traces" in warnings_given[0]
-    assert "connection refused" in warnings_given[0]
-
-
-def test_a_hung_endpoint_never_stalls_a_run_and_flush_keeps_its_timeout(
-    silent_port, warnings_given
-):
-    endpoint = f"http://127.0.0.1:{silent_port}/v1/traces"
-    workflow = exporting(EXAMPLES / "review_loop.yaml", endpoint, timeout_seconds=1)
-    started = time.perf_counter()
-    result = ca.run_workflow(workflow, {"topic": "bees"})
-    assert result.succeeded and time.perf_counter() - started < 2
-    started = time.perf_counter()
-    assert not ca.flush(0.3)  # still waiting for an answer that never comes
-    assert time.perf_counter() - started < 1
-    started = time.perf_counter()
-    assert ca.flush(10)  # the export gives up after timeout_seconds
-    assert time.perf_counter() - started < 5
-    assert len(warnings_given) == 1, warnings_given
-    assert "no answer within 1 s" in warnings_given[0]
-
-
-def test_an_endpoint_answering_with_an_error_warns_once(mlflow_server, warnings_given):
-    # An MLflow server refuses OTLP requests without the experiment header (HTTP 422).
-    workflow = exporting(minimal_path(), f"{mlflow_server.url}/v1/traces", timeout_seconds=30)
-    for topic in ("a", "b"):
-        assert ca.run_workflow(workflow, {"topic": topic}).succeeded
-        assert ca.flush(60)
-    (target,) = otel.endpoints()
-    assert (target.exported, target.failed, target.dropped) == (0, 1, 1)
-    assert len(warnings_given) == 1, warnings_given
-    assert "HTTP 422" in warnings_given[0]
-
-
-def test_a_missing_exporter_package_is_one_warning(monkeypatch, warnings_given):
-    monkeypatch.setattr(otel, "_available", False)
-    workflow = exporting(minimal_path(), "http://127.0.0.1:1/v1/traces")
-    for topic in ("a", "b"):
-        assert ca.run_workflow(workflow, {"topic": topic}).succeeded
-    assert len(warnings_given) == 1
-    assert "opentelemetry-exporter-otlp-proto-http" in warnings_given[0]
-    assert otel.endpoints() == []
-
-
-def _warnings(stderr: str) -> list[str]:
-    return [
-        line
-        for line in stderr.splitlines()
-        if line.startswith("warning:") and OLD_CLI_NOTICE not in line
-    ]
-
-
-@pytest.mark.parametrize("kind", ["dead", "hung"])
-def test_the_cli_exits_normally_with_one_warning(kind, write_workflow, silent_port):
-    port = 1 if kind == "dead" else silent_port
-    path = write_workflow(otel_yaml(f"http://127.0.0.1:{port}/v1/traces", timeout_seconds=1))
-    started = time.perf_counter()
-    proc = cli("run", path, "-i", "topic=x")
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    warnings = _warnings(proc.stderr)
-    assert len(warnings) == 1, proc.stderr
-    assert f"127.0.0.1:{port}" in warnings[0]
-    assert "Workflow cost:" in proc.stderr
-    assert time.perf_counter() - started < 60
-
-
-def test_the_cli_exports_before_it_exits(receiver, write_workflow):
-    path = write_workflow(otel_yaml(receiver.url, service_name="cli-run"))
-    proc = cli("run", path, "-i", "topic=x", "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert not _warnings(proc.stderr), proc.stderr
-    run_id = json.loads(proc.stdout)["run_id"]
-    assert receiver.trace_ids() == {run_id}
-    assert sorted(span.name for _, span in receiver.spans()) == [
-        "chat test",
-        "workflow_demo",
-        "write",
-    ]

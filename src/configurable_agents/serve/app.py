@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -335,6 +335,13 @@ def create_app(
         wait: Annotated[
             bool, Query(description="Wait for the result (true) or return 202 at once (false).")
         ] = True,
+        traceparent: Annotated[  # read with tracestate by _trace_headers; here for the docs
+            str | None,
+            Header(
+                description="W3C trace context: the run's OpenTelemetry spans continue this "
+                "trace, its root a child of this span (tracestate is passed on)."
+            ),
+        ] = None,
     ) -> Response:
         runner = _runner(request)
         raw: dict[str, Any] = body.inputs  # type: ignore[attr-defined]

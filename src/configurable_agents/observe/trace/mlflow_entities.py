@@ -10,6 +10,7 @@ agree. Keys we add for querying (tags and metadata both, so the UI can filter on
 ``ca.total_cost_usd``     run cost (metadata)  ``ca.retry_count``       retries, all nodes
 ``ca.input_tokens``, ``ca.output_tokens``, ``ca.total_tokens``  (metadata)
 ``ca.run_id``             the run's id         ``ca.run_name``          from ``run_name``
+``ca.parent_trace_id``    a caller's trace id  ``ca.parent_span_id``    its span (``traceparent``)
 ========================  ==============================================================
 
 User tags given with ``run --tag key=value`` are trace tags as given (``user`` and ``team``
@@ -169,6 +170,9 @@ def to_mlflow(trace: TraceRecord, experiment_id: str) -> tuple[TraceInfo, list[S
     for key in ("user", "team", "run_name"):
         if key in trace.tags:
             ours[f"ca.{key}"] = trace.tags[key][:_META_VALUE]
+    if trace.parent:  # the caller's W3C trace this run continues (its OTLP spans are in it)
+        ours["ca.parent_trace_id"] = str(trace.parent["trace_id"])
+        ours["ca.parent_span_id"] = str(trace.parent["span_id"])
     metadata = {
         **ours,
         "ca.total_cost_usd": repr(total_cost),

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext
 
 PACKAGE = "opentelemetry-exporter-otlp-proto-http"
 EXTRA = "server"
@@ -296,16 +297,47 @@ def _scope() -> InstrumentationScope:
         return _scope_cache[0]
 
 
+def parent_context(parent: Mapping[str, Any] | None) -> SpanContext | None:
+    """The caller's span (from an incoming W3C ``traceparent``, as ``dispatch`` stores it:
+    {"trace_id", "span_id", "sampled", "tracestate"}) as a remote OTel span context."""
+    if not parent:
+        return None
+    from opentelemetry.trace import SpanContext, TraceFlags
+    from opentelemetry.trace.span import TraceState
+
+    state = parent.get("tracestate") or ""
+    return SpanContext(
+        int(parent["trace_id"], 16),
+        int(parent["span_id"], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED if parent.get("sampled", True) else 0),
+        trace_state=TraceState.from_header([state]) if state else TraceState(),
+    )
+
+
+def otel_trace_id(trace: TraceRecord) -> int:
+    """The OTel trace id of a run: the caller's when the run continues its trace, else the
+    run's own (its run id)."""
+    parent = trace.parent
+    return int(parent["trace_id"], 16) if parent else trace.trace_id
+
+
 def to_otel_spans(
     trace: TraceRecord, *, service_name: str = DEFAULT_SERVICE_NAME
 ) -> list[ReadableSpan]:
-    """A run's span tree as finished OTel spans (same ids, names, parents and times)."""
+    """A run's span tree as finished OTel spans (same ids, names, parents and times). A run
+    that continues a caller's trace (``trace.parent``) is in the caller's trace, its root
+    span a child of the caller's (remote) span, with the caller's ``tracestate``."""
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+    from opentelemetry.trace.span import TraceState
 
     owner = resource(service_name)
     scope = _scope()
     flags = TraceFlags(TraceFlags.SAMPLED)
+    remote = parent_context(trace.parent)
+    trace_id = otel_trace_id(trace)
+    state = remote.trace_state if remote is not None else TraceState()
     spans = []
     for record in trace.spans:
         events = []
@@ -323,11 +355,15 @@ def to_otel_spans(
             )
         else:
             status = Status(StatusCode.OK)
-        context = SpanContext(trace.trace_id, record.span_id, is_remote=False, trace_flags=flags)
+        context = SpanContext(
+            trace_id, record.span_id, is_remote=False, trace_flags=flags, trace_state=state
+        )
         parent = (
-            SpanContext(trace.trace_id, record.parent_id, is_remote=False, trace_flags=flags)
+            SpanContext(
+                trace_id, record.parent_id, is_remote=False, trace_flags=flags, trace_state=state
+            )
             if record.parent_id is not None
-            else None
+            else remote
         )
         spans.append(
             ReadableSpan(

@@ -39,15 +39,23 @@ class SinkPlan:
 
 
 # Per config object (kept alive by the entry, so its id is never reused), at most _PLANS.
-_plans: dict[tuple[int, bool | None, Path | None], tuple[object, SinkPlan]] = {}
+_plans: dict[tuple[int, bool | None, Path | None, bool], tuple[object, SinkPlan]] = {}
 _PLANS = 256
 
 
 def sinks_for(
     obs: ObservabilityConfig, *, trace: bool | None = None, base: Path | None = None
 ) -> SinkPlan:
-    """Where a run of a workflow with these settings goes (cached per config object)."""
-    key = (id(obs), trace, base)
+    """Where a run of a workflow with these settings goes (cached per config object).
+
+    The Pushgateway gets a run when ``observability.prometheus`` is ``enabled`` and has a
+    ``pushgateway_url``, unless this process serves its own ``/metrics`` (the server:
+    ``observe.metrics.enable()``), which Prometheus scrapes; pushing too would count the
+    server's runs twice."""
+    from ..metrics.recorder import enabled as serves_metrics
+
+    serving = serves_metrics()
+    key = (id(obs), trace, base, serving)
     found = _plans.get(key)
     if found is not None:
         return found[1]
@@ -77,7 +85,7 @@ def sinks_for(
             )
         plan.sinks.append(sink)
     gateway = obs.prometheus.pushgateway_url
-    if gateway:
+    if gateway and obs.prometheus.enabled and not serving:
         push = PushTarget(gateway)
         sink = push.sink()
         if mask_url(gateway) != gateway:

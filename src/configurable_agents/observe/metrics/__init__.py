@@ -3,6 +3,6 @@ dashboards (``dashboards``)."""
 
 from __future__ import annotations
 
-from .recorder import Metrics, enable, enabled, metrics, push, registry
+from .recorder import Metrics, enable, enabled, metrics, registry
 
-__all__ = ["Metrics", "enable", "enabled", "metrics", "push", "registry"]
+__all__ = ["Metrics", "enable", "enabled", "metrics", "registry"]

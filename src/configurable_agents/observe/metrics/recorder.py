@@ -13,9 +13,11 @@ metric                          type       labels                  what
 
 Label values are bounded: workflow and node names come from workflow files, models from their
 ``llm`` settings, status is ``succeeded`` or ``failed``. The metrics live in their own registry
-(``registry()``); the HTTP server exposes it on ``/metrics``, and a CLI run with
-``observability.prometheus.pushgateway_url`` pushes it there. Recording is switched on by
-``enable()`` (the server does this) or by ``observability.prometheus.enabled`` in a workflow.
+(``registry()``), which the HTTP server exposes on ``/metrics``; recording into it is switched on
+by ``enable()`` (the server does this). Runs in processes that have no ``/metrics`` (the CLI,
+scripts) reach Prometheus through a Pushgateway instead, as cumulative totals kept in the
+spool (``observe.metrics.push``), when their workflow sets ``observability.prometheus.enabled``
+and ``pushgateway_url``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ log = logging.getLogger("configurable_agents.observe")
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 NODE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+HELP = {
+    "workflow_runs": "Finished workflow runs.",
+    "llm_tokens": "LLM tokens reported by providers.",
+    "llm_cost_usd": "LLM cost in USD at list price.",
+    "workflow_duration_seconds": "Wall time of a workflow run.",
+    "node_duration_seconds": "Wall time of one node execution.",
+    "active_workflows": "Workflow runs in progress.",
+}
 
 
 class Metrics:
@@ -47,29 +57,25 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.runs = Counter(
-            "workflow_runs", "Finished workflow runs.", ["workflow", "status"], registry=r
+            "workflow_runs", HELP["workflow_runs"], ["workflow", "status"], registry=r
         )
-        self.tokens = Counter(
-            "llm_tokens", "LLM tokens reported by providers.", ["model", "type"], registry=r
-        )
-        self.cost = Counter("llm_cost_usd", "LLM cost in USD at list price.", ["model"], registry=r)
+        self.tokens = Counter("llm_tokens", HELP["llm_tokens"], ["model", "type"], registry=r)
+        self.cost = Counter("llm_cost_usd", HELP["llm_cost_usd"], ["model"], registry=r)
         self.duration = Histogram(
             "workflow_duration_seconds",
-            "Wall time of a workflow run.",
+            HELP["workflow_duration_seconds"],
             ["workflow"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.node_duration = Histogram(
             "node_duration_seconds",
-            "Wall time of one node execution.",
+            HELP["node_duration_seconds"],
             ["workflow", "node"],
             buckets=NODE_BUCKETS,
             registry=r,
         )
-        self.active = Gauge(
-            "active_workflows", "Workflow runs in progress.", ["workflow"], registry=r
-        )
+        self.active = Gauge("active_workflows", HELP["active_workflows"], ["workflow"], registry=r)
 
     def run_started(self, workflow: str) -> None:
         self.active.labels(workflow).inc()
@@ -115,14 +121,3 @@ def metrics() -> Metrics:
 
 def registry() -> CollectorRegistry:
     return metrics().registry
-
-
-def push(gateway: str, job: str = "configurable_agents", timeout: float = 3.0) -> str | None:
-    """Push this process's metrics to a Pushgateway; return the error, or None."""
-    try:
-        from prometheus_client import push_to_gateway
-
-        push_to_gateway(gateway, job=job, registry=registry(), timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - metrics never fail a run
-        return f"{type(exc).__name__}: {exc}"
-    return None

@@ -41,7 +41,15 @@ class SinkPlan:
 def sinks_for(
     obs: ObservabilityConfig, *, trace: bool | None = None, base: Path | None = None
 ) -> SinkPlan:
-    """Where a run of a workflow with these settings goes."""
+    """Where a run of a workflow with these settings goes.
+
+    The Pushgateway gets a run when ``observability.prometheus`` is ``enabled`` and has a
+    ``pushgateway_url``, unless this process serves its own ``/metrics`` (the server:
+    ``observe.metrics.enable()``), which Prometheus scrapes; pushing too would count the
+    server's runs twice."""
+    from ..metrics.recorder import enabled as serves_metrics
+
+    serving = serves_metrics()
     plan = SinkPlan()
     mlflow_on = obs.mlflow.enabled if trace is None else trace
     if mlflow_on:
@@ -68,7 +76,7 @@ def sinks_for(
             )
         plan.sinks.append(sink)
     gateway = obs.prometheus.pushgateway_url
-    if gateway and obs.prometheus.enabled:
+    if gateway and obs.prometheus.enabled and not serving:
         push = PushTarget(gateway)
         sink = push.sink()
         if mask_url(gateway) != gateway:

@@ -61,7 +61,9 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def open_sink(kind: str, target: dict[str, Any]) -> Sink:
+def open_sink(kind: str, target: dict[str, Any], spool_path: Path | None = None) -> Sink:
+    """The sink of ``kind`` for ``target``; ``spool_path``: the spool it drains (the metrics
+    sink keeps its cumulative totals there)."""
     if kind == "mlflow":
         from .mlflow_sink import MlflowSink
 
@@ -73,7 +75,7 @@ def open_sink(kind: str, target: dict[str, Any]) -> Sink:
     if kind == "metrics":
         from ..metrics.push import PushSink
 
-        return PushSink(target["gateway"])
+        return PushSink(target["gateway"], state_path=spool_path)
     raise ValueError(f"unknown sink kind {kind!r}")
 
 
@@ -172,7 +174,7 @@ class Drainer:
             if sink is None:
                 target = self.target(state)
                 assert target is not None
-                sink = self._sinks[state.id] = open_sink(state.kind, target)
+                sink = self._sinks[state.id] = open_sink(state.kind, target, self.spool.path)
             result = sink.write(batch)
         except Exception as exc:  # noqa: BLE001 - the sink is down: retry the batch later
             message = self._scrub(f"{type(exc).__name__}: {exc}")
@@ -183,7 +185,7 @@ class Drainer:
             self.last_success = time.monotonic()
         attempts = {e.record_id: e.attempts for e in entries}
         if result.failed:
-            first = next(iter(result.failed.values()))
+            first = self._scrub(next(iter(result.failed.values())))
             tries = max(attempts[r] for r in result.failed)
             self.spool.failed(state.id, list(result.failed), first, _backoff(tries))
             self._warn(state, first, len(result.failed))

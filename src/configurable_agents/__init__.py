@@ -27,14 +27,9 @@ from .exceptions import (
 
 if _typing.TYPE_CHECKING:
     from .compile import CompiledWorkflow, compile_workflow
-    from .config import (
-        LoadedWorkflow,
-        Workflow,
-        check_environment,
-        load_workflow,
-        load_workflow_text,
-    )
+    from .config import LoadedWorkflow, Workflow, load_workflow, load_workflow_text
     from .observe import CostSummary, flush, summarize_cost
+    from .providers import check_environment
     from .run import NodeRun, RunResult, TokenUsage, run_workflow
 
 # Heavy parts (LangGraph, LangChain) load on first use, so `configurable-agents --help` is fast.
@@ -43,7 +38,7 @@ _LAZY = {
     "compile_workflow": "compile",
     "LoadedWorkflow": "config",
     "Workflow": "config",
-    "check_environment": "config",
+    "check_environment": "providers",
     "load_workflow": "config",
     "load_workflow_text": "config",
     "CostSummary": "observe",

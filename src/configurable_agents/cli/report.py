@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .common import guard, stderr_console
+
 if TYPE_CHECKING:
     from ..observe.reports import CostReport, ProfileReport
 
@@ -132,7 +134,7 @@ def _emit(
 ) -> None:
     from ..observe.reports import write_report
 
-    err = _stderr()
+    err = stderr_console()
     if output is not None:
         chosen = fmt.value if fmt else ("csv" if output.suffix.lower() == ".csv" else "json")
         write_report(report, output, chosen)
@@ -151,10 +153,6 @@ def _stdout() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
-def _stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
 def _index_tip(uri: str, runs: int) -> None:
     if runs < INDEX_TIP_RUNS:
         return
@@ -165,7 +163,7 @@ def _index_tip(uri: str, runs: int) -> None:
     except Exception:  # noqa: BLE001 - only a tip
         return
     if missing:
-        _stderr().print(
+        stderr_console().print(
             f"[dim]tip: `configurable-agents report index --tracking-uri {escape(uri)}` makes "
             "breakdowns and profiles of this store much faster (once, a few seconds)[/dim]"
         )
@@ -192,9 +190,8 @@ def costs(
 ) -> None:
     """What runs cost: totals, by workflow (and by model and node with --breakdown)."""
     from ..observe.reports import cost_report
-    from .app import _guard
 
-    with _guard(verbose, False):
+    with guard(verbose, False):
         report = cost_report(
             tracking_uri,
             **_filters(experiment, workflow, period, start_date, end_date, status),
@@ -221,9 +218,8 @@ def profile(
 ) -> None:
     """Where time goes, per node: calls, p50/p95/max, share of run time, retries; the bottleneck."""
     from ..observe.reports import profile_report
-    from .app import _guard
 
-    with _guard(verbose, False):
+    with guard(verbose, False):
         report = profile_report(
             tracking_uri, **_filters(experiment, workflow, period, start_date, end_date, status)
         )
@@ -236,15 +232,14 @@ def index(tracking_uri: TrackingUri = DEFAULT_URI, verbose: VerboseOpt = False) 
     """Create the indexes that make reports fast on a SQLite store (safe to run again)."""
     from ..observe.reports import ensure_report_indexes
     from ..observe.tracing import resolve_tracking_uri
-    from .app import _guard
 
-    with _guard(verbose, False):
+    with guard(verbose, False):
         created = ensure_report_indexes(tracking_uri)
         uri = escape(resolve_tracking_uri(tracking_uri))
         if created:
-            _stderr().print(f"created {', '.join(created)} in {uri}")
+            stderr_console().print(f"created {', '.join(created)} in {uri}")
         else:
-            _stderr().print(f"nothing to do: {uri} has the report indexes or needs none")
+            stderr_console().print(f"nothing to do: {uri} has the report indexes or needs none")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -409,9 +404,8 @@ def status(
 ) -> None:
     """Where traces go, how many arrived in the last 24 h, the last write and the last error."""
     from ..observe.reports import observability_status
-    from .app import _guard
 
-    with _guard(verbose, as_json):
+    with guard(verbose, as_json):
         enabled = None
         if workflow is not None:
             from ..config import load_workflow

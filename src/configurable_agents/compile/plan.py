@@ -25,8 +25,6 @@ from ..providers import (
 from ..tools import resolve_tool
 
 if TYPE_CHECKING:
-    from langgraph.graph.state import CompiledStateGraph
-
     from ..observe.cost import PriceOverrides
 
 
@@ -74,7 +72,9 @@ class CompiledWorkflow:
     routes: dict[str, list[CompiledRoute]]  # conditional edges by source node
     plain_edges: list[tuple[str, str]]
     output_fields: list[str]  # state fields that some node writes, in first-written order
-    _graph: CompiledStateGraph | None = field(default=None, repr=False)
+    # The LangGraph graph, built by ``run.graph.graph_of`` on the first run (compile/ plans,
+    # run/ executes: the graph's nodes are the run-time node functions).
+    graph_cache: Any = field(default=None, repr=False, compare=False)
     _prices: PriceOverrides | None = field(default=None, repr=False)
 
     @property
@@ -98,13 +98,6 @@ class CompiledWorkflow:
                 prices[name] = ModelPrice.from_mapping(spec.model_dump())
             self._prices = prices
         return self._prices
-
-    def graph(self) -> CompiledStateGraph:
-        if self._graph is None:
-            from .graph import build_graph
-
-            self._graph = build_graph(self)
-        return self._graph
 
 
 def _output_model(node: Node, state: dict[str, TypeRef]) -> type[BaseModel]:

@@ -17,6 +17,10 @@ from .types import TYPE_HELP, TypeRef, parse_type
 SCHEMA_VERSION = "1.0"
 PROVIDERS = ("local", "test", "google", "openai", "anthropic", "ollama")
 Provider = Literal["local", "test", "google", "openai", "anthropic", "ollama"]
+DEFAULT_PROVIDER = "local"
+# Providers whose models can call tools (validation checks nodes with tools against this; each
+# provider module's ``INFO.supports_tools`` says the same, a test keeps the two in step).
+TOOL_PROVIDERS = frozenset({"test", "google", "openai", "anthropic", "ollama"})
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -48,6 +52,22 @@ class LLMConfig(_Section):
     responses: dict[str, list[dict[str, Any]]] | None = Field(
         None, description="test: canned outputs per node id, used in order, the last repeating."
     )
+
+
+def merge_llm(base: LLMConfig, override: LLMConfig | None) -> LLMConfig:
+    """A node's effective LLM settings: its own ``llm`` keys over ``config.llm``."""
+    merged = base.model_dump()
+    if override is not None:
+        merged.update(override.model_dump(exclude_unset=True))
+    if (
+        override is not None
+        and "provider" in override.model_fields_set
+        and "model" not in override.model_fields_set
+        and override.provider != base.provider
+    ):
+        merged["model"] = None  # a different provider does not inherit the model name
+    merged["provider"] = merged["provider"] or DEFAULT_PROVIDER
+    return LLMConfig(**merged)
 
 
 class ExecutionConfig(_Section):

@@ -20,11 +20,13 @@ from typing import Any
 from langgraph.errors import GraphRecursionError
 
 from ..compile.plan import CompiledWorkflow, compile_workflow
-from ..config.validate import LoadedWorkflow, check_environment, load_workflow
+from ..config.validate import LoadedWorkflow, load_workflow
 from ..exceptions import MaxStepsExceededError, NodeTimeoutError, RunError, RunInterruptedError
 from ..observe.dispatch import observe_run, run_starting
 from ..observe.spans import new_run_id
+from ..providers import check_environment
 from .context import EventHandler, RunContext
+from .graph import graph_of
 from .inputs import coerce_inputs
 from .result import RunErrorInfo, RunResult, TokenUsage
 
@@ -72,7 +74,7 @@ _workers = _DaemonWorkers()
 def _invoke_with_node_timeouts(
     compiled: CompiledWorkflow, state: dict[str, Any], config: dict[str, Any], ctx: RunContext
 ) -> dict[str, Any]:
-    graph = compiled.graph()
+    graph = graph_of(compiled)
     work = contextvars.copy_context()
     future: Future[dict[str, Any]] = _workers.submit(work.run, graph.invoke, state, config)
 

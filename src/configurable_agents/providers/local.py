@@ -36,7 +36,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 
 from ..config.schema import LLMConfig
 from ..exceptions import MissingExtraError, UserError
-from .base import ProviderInfo, parse_json_reply
+from .base import ProviderInfo, model_kwargs, parse_json_reply
 
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_N_CTX = 2048
@@ -257,16 +257,20 @@ def guide_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def create(llm: LLMConfig) -> BaseChatModel:
-    name = llm.model or (Path(llm.model_path).stem if llm.model_path else DEFAULT_MODEL)
-    return ChatLocalLlama(
-        model_name=name,
-        model_path=llm.model_path,
-        n_ctx=llm.n_ctx or DEFAULT_N_CTX,
-        n_threads=llm.n_threads,
-        seed=llm.seed,
-        temperature=0.7 if llm.temperature is None else llm.temperature,
-        max_tokens=llm.max_tokens or 512,
-    )
+    name = Path(llm.model_path).stem if llm.model_path else DEFAULT_MODEL
+    defaults = {"model": name, "n_ctx": DEFAULT_N_CTX, "temperature": 0.7, "max_tokens": 512}
+    return ChatLocalLlama(**model_kwargs(llm, _KWARGS, defaults))
+
+
+_KWARGS = {  # LLMConfig key → ChatLocalLlama field
+    "model": "model_name",
+    "model_path": "model_path",
+    "n_ctx": "n_ctx",
+    "n_threads": "n_threads",
+    "seed": "seed",
+    "temperature": "temperature",
+    "max_tokens": "max_tokens",
+}
 
 
 INFO = ProviderInfo(

@@ -26,7 +26,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from ..config.schema import LLMConfig
-from .base import ProviderInfo, parse_json_reply
+from .base import ProviderInfo, model_kwargs, parse_json_reply
 
 DEFAULT_MODEL = "test"
 
@@ -164,11 +164,8 @@ def _default_for(spec: dict[str, Any], root: dict[str, Any], name: str = "") -> 
 
 
 def create(llm: LLMConfig) -> BaseChatModel:
-    return TestChatModel(
-        model_name=llm.model or DEFAULT_MODEL,
-        responses=llm.responses or {},
-        latency_ms=llm.latency_ms or 0.0,
-    )
+    names = {"model": "model_name", "responses": "responses", "latency_ms": "latency_ms"}
+    return TestChatModel(**model_kwargs(llm, names, {"model": DEFAULT_MODEL}))
 
 
 INFO = ProviderInfo(

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
+from langgraph.types import RetryPolicy
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..config.conditions import Condition, compile_condition
-from ..config.schema import LLMConfig, Node
+from ..config.schema import LLMConfig, Node, RetryConfig
 from ..config.template import Template, parse_template
 from ..config.types import TypeRef
 from ..config.validate import LoadedWorkflow, resolve_model_path
@@ -22,6 +23,7 @@ from ..providers import (
     merge_llm,
     structured_runnable,
 )
+from ..providers.errors import classify_error
 from ..tools import resolve_tool
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ class CompiledNode:
     tools: list[BaseTool]
     timeout_seconds: float
     max_retries: int
+    retry: RetryPolicy = field(default_factory=lambda: retry_policy(RetryConfig()))
     _structured: Runnable[Any, Any] | None = field(default=None, repr=False)
 
     @property
@@ -100,6 +103,24 @@ class CompiledWorkflow:
         return self._prices
 
 
+def retry_policy(config: RetryConfig) -> RetryPolicy:
+    """LangGraph's ``RetryPolicy`` for ``config.execution.retry``: which provider errors are
+    retried (``providers.errors.classify_error``), how often, and how long to wait."""
+    kinds = frozenset(config.on)
+
+    def transient(exc: Exception) -> bool:
+        return classify_error(exc) in kinds
+
+    return RetryPolicy(
+        initial_interval=config.backoff.initial,
+        backoff_factor=config.backoff.multiplier,
+        max_interval=config.backoff.max,
+        max_attempts=config.attempts,
+        jitter=config.backoff.jitter,
+        retry_on=transient,
+    )
+
+
 def _output_model(node: Node, state: dict[str, TypeRef]) -> type[BaseModel]:
     name = "".join(p.capitalize() for p in node.id.split("_")) + "Output"
     specs: dict[str, Any] = {}
@@ -119,6 +140,7 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
     state = workflow.state_types
     nodes: dict[str, CompiledNode] = {}
     models: dict[str, BaseChatModel] = {}
+    retry = retry_policy(spec.config.execution.retry)
     for node in spec.nodes:
         llm = merge_llm(spec.config.llm, node.llm)
         if llm.model_path:
@@ -145,6 +167,7 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
                 if node.max_retries is not None
                 else spec.config.execution.max_retries
             ),
+            retry=retry,
         )
     routes: dict[str, list[CompiledRoute]] = {}
     plain: list[tuple[str, str]] = []

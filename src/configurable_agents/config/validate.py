@@ -25,6 +25,7 @@ from .conditions import ConditionError, compile_condition
 from .loader import Document, Path_, load_document, parse_yaml
 from .schema import (
     DEFAULT_PROVIDER,
+    TEST_ERRORS,
     TOOL_PROVIDERS,
     Config,
     Edge,
@@ -455,13 +456,21 @@ def _check_nodes(
                 "(openai, anthropic, google, ollama, or test for offline runs)",
             )
     responses = base_llm.responses or {}
-    for node_id in responses:
+    for node_id, answers in responses.items():
         if node_id not in node_ids:
             col.add(
                 ("config", "llm", "responses", node_id),
                 f"config.llm.responses names node '{node_id}', which does not exist",
                 _did_you_mean(node_id, node_ids),
             )
+        for j, answer in enumerate(answers):
+            kind = answer.get("__error__")
+            if "__error__" in answer and kind not in TEST_ERRORS:
+                col.add(
+                    ("config", "llm", "responses", node_id, j, "__error__"),
+                    f"config.llm.responses for '{node_id}': {kind!r} is not a simulated error",
+                    _did_you_mean(str(kind), TEST_ERRORS) or "use one of " + ", ".join(TEST_ERRORS),
+                )
 
 
 def _check_prompt(col: _Collector, node: Node, base: Path_, state: dict[str, TypeRef]) -> None:

@@ -37,6 +37,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from ..config.schema import LLMConfig
 from ..exceptions import MissingExtraError, UserError
 from .base import ProviderInfo, model_kwargs, parse_json_reply
+from .local_cancel import locked, stop_when_cancelled
 
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_N_CTX = 2048
@@ -119,7 +120,7 @@ def shared_llama(
             if seed is not None:
                 kwargs["seed"] = seed
             with _quiet_stderr():  # llama.cpp prints load chatter straight to fd 2
-                llama = Llama(**kwargs)
+                llama = stop_when_cancelled(Llama(**kwargs))
             _models[key] = (llama, threading.Lock())
         return _models[key]
 
@@ -197,7 +198,7 @@ class ChatLocalLlama(BaseChatModel):
         if self.seed is not None:
             params["seed"] = self.seed
         started = time.perf_counter()
-        with lock:
+        with locked(lock):
             reply = llama.create_chat_completion(**params)
         elapsed = time.perf_counter() - started
         choice = reply["choices"][0]

@@ -1,9 +1,10 @@
 """configurable-agents: LLM workflows in one YAML file, run on LangGraph, observable.
 
-Architecture, in folder order: ``config`` (file format, loading, validation) → ``compile``
-(to a LangGraph graph) → ``run`` (executor, inputs, results), with ``providers`` (one module
-per chat-model provider) and ``tools`` (the tool registry) → ``observe`` (cost, MLflow traces,
-reports). ``cli`` is the command line.
+Architecture, in layers (each imports only the ones before it; ``make lint`` checks it):
+``config`` (file format, loading, validation) → ``compile`` (per-node plans) → ``run``
+(the LangGraph graph, executor, model calls, results), with ``providers`` (one module per
+chat-model provider) and ``tools`` (the tool registry) below ``compile`` → ``observe`` (cost,
+traces, metrics, reports) → ``serve`` (HTTP server) and ``cli`` (the command line).
 """
 
 import typing as _typing

@@ -1,8 +1,9 @@
 """Chat-model providers, one module each; ``PROVIDERS`` maps a provider name to its info.
 
-A new provider is a module here with a ``create(llm) -> BaseChatModel`` function and an
-``INFO = ProviderInfo(...)`` entry (package, extra, API-key variables, tool support), added to
-``PROVIDERS`` below and to ``config.schema.Provider``.
+A new provider is a module here with a ``create(llm) -> BaseChatModel`` function (its class's
+arguments from ``base.model_kwargs``) and an ``INFO = ProviderInfo(...)`` entry (package,
+extra, API-key variables, tool support, ``native_async``), added to ``PROVIDERS`` below and to
+``config.schema.Provider`` (and ``TOOL_PROVIDERS`` when it calls tools).
 """
 
 from __future__ import annotations

@@ -200,7 +200,7 @@ def test_provider_failure_is_a_failed_run(write_workflow, monkeypatch):
     assert "ConnectionError: service unavailable" in result.error.message
     [call] = result.nodes[0].calls  # the failed call is on the record
     assert call.error == "ConnectionError: service unavailable"
-    assert call.transient_error == "connection"
+    assert call.transient_error == "connection" and call.failed
 
 
 def test_per_node_llm_override(write_workflow):

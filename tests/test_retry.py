@@ -75,6 +75,7 @@ def test_transient_errors_are_retried_and_every_attempt_is_recorded(write_workfl
     assert second.transient_error == "server_error" and "HTTP 503" in (second.error or "")
     assert (first.usage.total_tokens, second.usage.total_tokens) == (0, 0)  # nothing reported
     assert last.error is None and last.transient_error is None and last.response == '{"value": 7}'
+    assert (first.failed, second.failed, last.failed) == (True, True, False)
     assert node.usage.total_tokens == last.usage.total_tokens > 0
     assert not node.validation_errors  # provider errors are not invalid outputs
     assert node.to_dict()["provider_retries"] == 2

@@ -49,7 +49,7 @@ def test_a_timeout_cancels_the_test_models_latency_and_records_the_spent_prompt(
     [node] = result.nodes
     assert node.status == "failed" and 250 < node.duration_ms < 2000
     [call] = node.calls
-    assert call.after_timeout and call.cancelled
+    assert call.after_timeout and call.cancelled and call.failed
     assert "timed out" in (call.error or "")
     # the prompt "Write about bees." was read (3 tokens), nothing was written
     assert (call.usage.input_tokens, call.usage.output_tokens) == (3, 0)
@@ -74,7 +74,7 @@ def test_a_call_that_ends_after_the_timeout_is_recorded_with_its_tokens(
     assert isinstance(result.exception, NodeTimeoutError)
     [node] = result.nodes
     [call] = node.calls
-    assert call.after_timeout and not call.cancelled and call.error is None
+    assert call.after_timeout and not call.cancelled and not call.failed and call.error is None
     assert call.usage.output_tokens == 3 and call.response == '{"article": "test article"}'
     assert node.usage.total_tokens == result.usage.total_tokens == call.usage.total_tokens == 6
     assert summarize_cost(result).by_node["write"] > 0

@@ -162,4 +162,5 @@ def _failed(
         messages=sent,
         response="",
         error=f"{type(exc).__name__}: {exc}" if exc else "the call did not finish",
+        failed=True,
     )

@@ -76,6 +76,9 @@ class LLMCall:
     # run's usage all the same (what it spent is spent).
     after_timeout: bool = False
     cancelled: bool = False  # the node's timeout stopped it (usage: what it had spent by then)
+    # The call raised instead of answering: ``error`` is the provider's error (or why it was
+    # cancelled), not a rejected output.
+    failed: bool = False
 
 
 @dataclass

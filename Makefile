@@ -19,10 +19,11 @@ install: $(VENV)/.installed
 example: install  ## run the example workflow on the local Gemma model
 	$(VENV)/bin/configurable-agents run examples/article_writer.yaml --input topic="tide pools"
 
-lint: install
+lint: install  ## ruff, mypy, and the import layers (lint-imports, contracts in pyproject.toml)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: lint  ## lint, type-check and run every test (the local-model tests included)
 	$(PY) -m pytest

@@ -164,7 +164,7 @@ def cli_wall(tmp: Path, reps: int) -> float:
     time.sleep(8)
     times: dict[str, list[float]] = {"--no-trace": [], "--trace": []}
     for i in range(reps):
-        for flag in (["--no-trace", "--trace"] if i % 2 == 0 else ["--trace", "--no-trace"]):
+        for flag in ["--no-trace", "--trace"] if i % 2 == 0 else ["--trace", "--no-trace"]:
             times[flag].append(once(flag))
     off, on = (statistics.median(times[k]) for k in ("--no-trace", "--trace"))
     print(f"3. CLI wall time, {reps} runs each, alternating (median):")

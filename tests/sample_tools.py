@@ -32,3 +32,9 @@ def hang(note: str = "") -> str:
     Path(os.environ["CA_TEST_MARKER"]).touch()
     time.sleep(60)
     return "woke up"
+
+
+def nap(seconds: float = 0.8) -> str:
+    """Sleep a little (a tool that outlives its node's timeout)."""
+    time.sleep(seconds)
+    return "rested"

@@ -9,8 +9,9 @@ import pytest
 import configurable_agents
 from configurable_agents import MissingExtraError, UserError
 from configurable_agents.config.schema import PROVIDERS as SCHEMA_PROVIDERS
-from configurable_agents.config.schema import LLMConfig
+from configurable_agents.config.schema import TOOL_PROVIDERS, LLMConfig
 from configurable_agents.providers import PROVIDERS, create_chat_model, merge_llm
+from configurable_agents.providers.base import model_kwargs
 
 from conftest import MINIMAL
 
@@ -28,6 +29,44 @@ def test_all_is_complete_and_importable():
 
 def test_every_schema_provider_is_registered():
     assert set(PROVIDERS) == set(SCHEMA_PROVIDERS)
+    # validation's list of tool-calling providers says what each provider module says
+    assert {name for name, info in PROVIDERS.items() if info.supports_tools} == TOOL_PROVIDERS
+    hosted = {"google", "openai", "anthropic", "ollama"}
+    assert {name for name, info in PROVIDERS.items() if info.native_async} == hosted
+
+
+def test_model_kwargs_rename_default_and_fix():
+    llm = LLMConfig(provider="openai", temperature=0.3, max_tokens=50, seed=None)
+    names = {"model": "model", "temperature": "temperature", "max_tokens": "max_completion_tokens"}
+    names["seed"] = "seed"
+    kwargs = model_kwargs(llm, names, {"model": "gpt-4o-mini"}, max_retries=0)
+    assert kwargs == {
+        "model": "gpt-4o-mini",
+        "temperature": 0.3,
+        "max_completion_tokens": 50,
+        "max_retries": 0,
+    }
+
+
+def test_local_and_test_models_take_their_settings():
+    from configurable_agents.providers import local, test
+
+    model = local.create(LLMConfig(provider="local", n_ctx=512, max_tokens=9, temperature=0))
+    assert (model.model_name, model.n_ctx, model.max_tokens, model.temperature) == (
+        "gemma-3-270m",
+        512,
+        9,
+        0,
+    )
+    default = local.create(LLMConfig(provider="local", model_path="/m/tiny.gguf"))
+    assert (default.model_name, default.n_ctx, default.temperature, default.max_tokens) == (
+        "tiny",
+        2048,
+        0.7,
+        512,
+    )
+    dry = test.create(LLMConfig(provider="test", latency_ms=5, responses={"a": [{"x": 1}]}))
+    assert (dry.model_name, dry.latency_ms, dry.responses) == ("test", 5, {"a": [{"x": 1}]})
 
 
 def test_merge_llm_node_overrides_base():

@@ -192,9 +192,15 @@ def test_provider_failure_is_a_failed_run(write_workflow, monkeypatch):
         raise ConnectionError("service unavailable")
 
     monkeypatch.setattr(TestChatModel, "_generate", boom)
-    result = run_workflow(write_workflow(MINIMAL), {"topic": "x"})
+    no_retry = MINIMAL.replace(
+        "  llm: {provider: test}", "  llm: {provider: test}\n  execution: {retry: {attempts: 1}}"
+    )
+    result = run_workflow(write_workflow(no_retry), {"topic": "x"})
     assert isinstance(result.exception, ProviderError)
     assert "ConnectionError: service unavailable" in result.error.message
+    [call] = result.nodes[0].calls  # the failed call is on the record
+    assert call.error == "ConnectionError: service unavailable"
+    assert call.transient_error == "connection" and call.failed
 
 
 def test_per_node_llm_override(write_workflow):

@@ -18,7 +18,7 @@ from configurable_agents import (
     load_workflow,
     load_workflow_text,
 )
-from configurable_agents.config import check_environment
+from configurable_agents.providers import check_environment
 
 from conftest import EXAMPLES
 

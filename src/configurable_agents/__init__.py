@@ -1,9 +1,10 @@
 """configurable-agents: LLM workflows in one YAML file, run on LangGraph, observable.
 
-Architecture, in folder order: ``config`` (file format, loading, validation) → ``compile``
-(to a LangGraph graph) → ``run`` (executor, inputs, results), with ``providers`` (one module
-per chat-model provider) and ``tools`` (the tool registry) → ``observe`` (cost, MLflow traces,
-reports). ``cli`` is the command line.
+Architecture, in layers (each imports only the ones before it; ``make lint`` checks it):
+``config`` (file format, loading, validation) → ``compile`` (per-node plans) → ``run``
+(the LangGraph graph, executor, model calls, results), with ``providers`` (one module per
+chat-model provider) and ``tools`` (the tool registry) below ``compile`` → ``observe`` (cost,
+traces, metrics, reports) → ``serve`` (HTTP server) and ``cli`` (the command line).
 """
 
 import typing as _typing
@@ -27,14 +28,9 @@ from .exceptions import (
 
 if _typing.TYPE_CHECKING:
     from .compile import CompiledWorkflow, compile_workflow
-    from .config import (
-        LoadedWorkflow,
-        Workflow,
-        check_environment,
-        load_workflow,
-        load_workflow_text,
-    )
+    from .config import LoadedWorkflow, Workflow, load_workflow, load_workflow_text
     from .observe import CostSummary, flush, summarize_cost
+    from .providers import check_environment
     from .run import NodeRun, RunResult, TokenUsage, run_workflow
 
 # Heavy parts (LangGraph, LangChain) load on first use, so `configurable-agents --help` is fast.
@@ -43,7 +39,7 @@ _LAZY = {
     "compile_workflow": "compile",
     "LoadedWorkflow": "config",
     "Workflow": "config",
-    "check_environment": "config",
+    "check_environment": "providers",
     "load_workflow": "config",
     "load_workflow_text": "config",
     "CostSummary": "observe",

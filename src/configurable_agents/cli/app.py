@@ -8,12 +8,8 @@ tracebacks appear only for internal bugs, and only with ``--verbose``.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -21,7 +17,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..exceptions import UserError
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    WorkflowArg,
+    guard,
+    install_sigterm,
+    setup_tracing,
+    stderr_console,
+)
 from .render import Progress, print_result
 
 app = typer.Typer(
@@ -31,61 +35,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-WorkflowArg = Annotated[Path, typer.Argument(help="The workflow file (.yaml).", show_default=False)]
-
-
-def _stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _print_user_error(err: UserError, console: Console) -> None:
-    for issue in err.issues:
-        where = issue.location()
-        prefix = f"[bold]{escape(where)}:[/bold] " if where else ""
-        console.print(f"{prefix}[red]error:[/red] {escape(issue.message)}")
-        if issue.hint:
-            console.print(f"  [dim]hint:[/dim] {escape(issue.hint)}")
-    if len(err.issues) > 1:
-        console.print(f"[red]{len(err.issues)} problems found.[/red]")
-
-
-def _issues_json(err: UserError) -> list[dict[str, Any]]:
-    return [
-        {"file": i.file, "line": i.line, "message": i.message, "hint": i.hint} for i in err.issues
-    ]
-
-
-@contextmanager
-def _guard(verbose: bool, as_json: bool) -> Iterator[None]:
-    """Turn every failure into a clear message and the right exit code."""
-    console = _stderr()
-    try:
-        yield
-    except UserError as err:
-        if as_json:
-            print(json.dumps({"status": "invalid", "errors": _issues_json(err)}))
-        else:
-            _print_user_error(err, console)
-        raise typer.Exit(EXIT_USAGE) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]")
-        raise typer.Exit(143 if _terminated else 130) from None
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - an internal bug: say so, never dump on users
-        if verbose:
-            console.print(traceback.format_exc(), markup=False)
-        console.print(
-            f"[red]internal error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))}\n"
-            "  [dim]this is a bug in configurable-agents; rerun with --verbose for the "
-            "traceback and report it[/dim]"
-        )
-        if as_json:
-            print(json.dumps({"status": "error", "error": f"{type(exc).__name__}: {exc}"}))
-        raise typer.Exit(EXIT_FAILED) from None
 
 
 @app.command()
@@ -123,21 +72,22 @@ def run(
     ] = None,
 ) -> None:
     """Run a workflow and print its outputs."""
-    from ..config import check_environment, load_workflow
+    from ..config import load_workflow
+    from ..providers import check_environment
     from ..run import parse_pairs, read_input_file, run_workflow
     from ..run.executor import prepare
 
-    console = _stderr()
-    with _guard(verbose, as_json):
+    console = stderr_console()
+    with guard(verbose, as_json):
         loaded = load_workflow(workflow)
         check_environment(loaded)
         inputs: dict[str, Any] = read_input_file(input_file) if input_file else {}
         inputs.update(parse_pairs(input or []))
         tags = _parse_tags(tag or [])
         compiled = prepare(loaded, check_env=False)
-        tracing = _setup_tracing(loaded, trace, console)
+        tracing = setup_tracing(loaded, trace, console)
         _warn_pending_features(loaded, console, as_json)
-        _install_sigterm()
+        install_sigterm()
         progress = None if as_json else Progress(console, verbose=verbose)
         try:
             result = run_workflow(
@@ -180,60 +130,6 @@ def _parse_tags(pairs: list[str]) -> dict[str, str]:
     return tags
 
 
-_terminated = False
-
-
-def _install_sigterm() -> None:
-    """SIGTERM ends the run like Ctrl-C: it is recorded as interrupted and traces are flushed."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def on_term(signum: int, frame: Any) -> None:
-        global _terminated
-        _terminated = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-
-
-class _WarningHandler(logging.Handler):
-    """Our observability warnings, printed once each as ``warning: ...`` on stderr."""
-
-    def __init__(self, console: Console) -> None:
-        super().__init__(logging.WARNING)
-        self.console = console
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {escape(record.getMessage())}")
-
-
-def _setup_tracing(loaded: Any, trace: bool | None, console: Console) -> bool | None:
-    enabled = loaded.spec.config.observability.mlflow.enabled if trace is None else trace
-    logger = logging.getLogger("configurable_agents.observe")
-    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
-        logger.addHandler(_WarningHandler(console))
-        logger.propagate = False
-    if not enabled:
-        return trace
-    # MLflow's own chatter (migrations, retries) is not for the terminal; failures reach the
-    # user once, through our warning.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    import importlib.util
-
-    if importlib.util.find_spec("mlflow") is None:  # not ``import mlflow``: that takes seconds
-        from ..exceptions import MissingExtraError
-
-        error = MissingExtraError("mlflow", "mlflow", "MLflow tracing")
-        console.print(f"[yellow]warning:[/yellow] {escape(str(error))}; running without tracing")
-        return False
-    return trace
-
-
 def _warn_pending_features(loaded: Any, console: Console, as_json: bool) -> None:
     if as_json:
         return
@@ -264,9 +160,10 @@ def validate(
     ] = False,
 ) -> None:
     """Check a workflow file (and that its providers can run here) without calling a model."""
-    from ..config import check_environment, load_workflow
+    from ..config import load_workflow
+    from ..providers import check_environment
 
-    with _guard(False, False):
+    with guard(False, False):
         loaded = load_workflow(workflow)
         if not skip_env_check:
             check_environment(loaded)
@@ -298,7 +195,7 @@ def schema(
     text = json.dumps(json_schema(), indent=2)
     if output:
         output.write_text(text + "\n", encoding="utf-8")
-        _stderr().print(f"wrote {escape(str(output))}")
+        stderr_console().print(f"wrote {escape(str(output))}")
     else:
         print(text)
 

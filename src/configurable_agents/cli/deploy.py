@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .app import WorkflowArg, _guard
+from .common import WorkflowArg, guard
 
 
 def deploy_command(
@@ -33,7 +33,7 @@ def deploy_command(
     Prometheus (alert rules), Alertmanager, Grafana (dashboards) and Phoenix (traces)."""
     from ..deploy import write_bundle
 
-    with _guard(False, False):
+    with guard(False, False):
         bundle = write_bundle(workflow, output, force=force)
         console = Console(highlight=False, soft_wrap=True)
         where = escape(str(bundle.directory))

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .report import DEFAULT_URI, ExperimentOpt, VerboseOpt, _int, _stderr, _stdout
+from .common import guard, stderr_console
+from .report import DEFAULT_URI, ExperimentOpt, VerboseOpt, _int, _stdout
 
 observability_app = typer.Typer(
     help="Where traces go, what waits in the local spool, and draining it now.",
@@ -66,9 +67,8 @@ def status(
     """Where traces go, how many arrived in the last 24 h, and what waits in the spool (per
     sink: pending count, oldest pending age, last error)."""
     from ..observe.report.reports import observability_status
-    from .app import _guard
 
-    with _guard(verbose, as_json):
+    with guard(verbose, as_json):
         enabled = None
         if workflow is not None:
             obs, workflow_spool = _workflow_settings(workflow)
@@ -108,10 +108,9 @@ def flush(
     from ..observe.trace.drain import Drainer, describe
     from ..observe.trace.spool import open_spool, spool_path
     from ..observe.trace.targets import CREDENTIALS, MlflowTarget, resolve_tracking_uri
-    from .app import _guard
 
-    err = _stderr()
-    with _guard(verbose, False):
+    err = stderr_console()
+    with guard(verbose, False):
         if workflow is not None:
             obs, workflow_spool = _workflow_settings(workflow)
             sinks_for(obs, trace=True, base=workflow.resolve().parent)  # registers secrets

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .common import guard, stderr_console
+
 if TYPE_CHECKING:
     from ..observe.report.reports import CostReport, ProfileReport
 
@@ -125,7 +127,7 @@ def _emit(
 ) -> None:
     from ..observe.report.reports import write_report
 
-    err = _stderr()
+    err = stderr_console()
     if output is not None:
         chosen = fmt.value if fmt else ("csv" if output.suffix.lower() == ".csv" else "json")
         write_report(report, output, chosen)
@@ -144,10 +146,6 @@ def _stdout() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
-def _stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
 def _index_tip(uri: str, runs: int) -> None:
     if runs < INDEX_TIP_RUNS:
         return
@@ -158,7 +156,7 @@ def _index_tip(uri: str, runs: int) -> None:
     except Exception:  # noqa: BLE001 - only a tip
         return
     if missing:
-        _stderr().print(
+        stderr_console().print(
             f"[dim]tip: `configurable-agents report index --tracking-uri {escape(uri)}` makes "
             "breakdowns and profiles of this store much faster (once, a few seconds)[/dim]"
         )
@@ -185,9 +183,8 @@ def costs(
 ) -> None:
     """What runs cost: totals, by workflow (and by model and node with --breakdown)."""
     from ..observe.report.reports import cost_report
-    from .app import _guard
 
-    with _guard(verbose, False):
+    with guard(verbose, False):
         report = cost_report(
             tracking_uri,
             **_filters(experiment, workflow, period, start_date, end_date, status),
@@ -214,9 +211,8 @@ def profile(
 ) -> None:
     """Where time goes, per node: calls, p50/p95/max, share of run time, retries; the bottleneck."""
     from ..observe.report.reports import profile_report
-    from .app import _guard
 
-    with _guard(verbose, False):
+    with guard(verbose, False):
         report = profile_report(
             tracking_uri, **_filters(experiment, workflow, period, start_date, end_date, status)
         )
@@ -229,15 +225,14 @@ def index(tracking_uri: TrackingUri = DEFAULT_URI, verbose: VerboseOpt = False) 
     """Create the indexes that make reports fast on a SQLite store (safe to run again)."""
     from ..observe.report.reports import ensure_report_indexes
     from ..observe.trace.targets import resolve_tracking_uri
-    from .app import _guard
 
-    with _guard(verbose, False):
+    with guard(verbose, False):
         created = ensure_report_indexes(tracking_uri)
         uri = escape(resolve_tracking_uri(tracking_uri))
         if created:
-            _stderr().print(f"created {', '.join(created)} in {uri}")
+            stderr_console().print(f"created {', '.join(created)} in {uri}")
         else:
-            _stderr().print(f"nothing to do: {uri} has the report indexes or needs none")
+            stderr_console().print(f"nothing to do: {uri} has the report indexes or needs none")
 
 
 # --------------------------------------------------------------------------- rendering

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..exceptions import InputError, Issue, MissingExtraError
-from .app import WorkflowArg, _guard, _setup_tracing, _stderr
+from .common import WorkflowArg, guard, setup_tracing, stderr_console
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -84,13 +84,14 @@ def serve_command(
 
     Set CONFIGURABLE_AGENTS_API_KEY to require Authorization: Bearer <key>.
     """
-    console = _stderr()
-    with _guard(verbose, False):
+    console = stderr_console()
+    with guard(verbose, False):
         try:
             import uvicorn
         except ImportError as exc:
             raise MissingExtraError("uvicorn", "server", "The HTTP server") from exc
-        from ..config import check_environment, load_workflow
+        from ..config import load_workflow
+        from ..providers import check_environment
         from ..run.executor import prepare
         from ..serve import API_KEY_ENV, RunStore, create_app
         from ..serve.records import describe_url
@@ -103,7 +104,7 @@ def serve_command(
             raise InputError(
                 Issue(f"--log-level {log_level!r} is unknown", hint="use " + ", ".join(_LOG_LEVELS))
             )
-        tracing = _setup_tracing(loaded, trace, console)
+        tracing = setup_tracing(loaded, trace, console)
         store = RunStore(database_url, compiled.name)
         app = create_app(
             compiled,

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
+from langgraph.types import RetryPolicy
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..config.conditions import Condition, compile_condition
-from ..config.schema import LLMConfig, Node
+from ..config.schema import LLMConfig, Node, RetryConfig
 from ..config.template import Template, parse_template
 from ..config.types import TypeRef
 from ..config.validate import LoadedWorkflow, resolve_model_path
@@ -22,10 +23,10 @@ from ..providers import (
     merge_llm,
     structured_runnable,
 )
+from ..providers.errors import classify_error
 from ..tools import resolve_tool
 
 if TYPE_CHECKING:
-    from langgraph.graph.state import CompiledStateGraph
 
     from ..pricing import PriceOverrides
 
@@ -42,6 +43,7 @@ class CompiledNode:
     tools: list[BaseTool]
     timeout_seconds: float
     max_retries: int
+    retry: RetryPolicy = field(default_factory=lambda: retry_policy(RetryConfig()))
     _structured: Runnable[Any, Any] | None = field(default=None, repr=False)
 
     @property
@@ -74,7 +76,9 @@ class CompiledWorkflow:
     routes: dict[str, list[CompiledRoute]]  # conditional edges by source node
     plain_edges: list[tuple[str, str]]
     output_fields: list[str]  # state fields that some node writes, in first-written order
-    _graph: CompiledStateGraph | None = field(default=None, repr=False)
+    # The LangGraph graph, built by ``run.graph.graph_of`` on the first run (compile/ plans,
+    # run/ executes: the graph's nodes are the run-time node functions).
+    graph_cache: Any = field(default=None, repr=False, compare=False)
     _prices: PriceOverrides | None = field(default=None, repr=False)
 
     @property
@@ -99,12 +103,23 @@ class CompiledWorkflow:
             self._prices = prices
         return self._prices
 
-    def graph(self) -> CompiledStateGraph:
-        if self._graph is None:
-            from .graph import build_graph
 
-            self._graph = build_graph(self)
-        return self._graph
+def retry_policy(config: RetryConfig) -> RetryPolicy:
+    """LangGraph's ``RetryPolicy`` for ``config.execution.retry``: which provider errors are
+    retried (``providers.errors.classify_error``), how often, and how long to wait."""
+    kinds = frozenset(config.on)
+
+    def transient(exc: Exception) -> bool:
+        return classify_error(exc) in kinds
+
+    return RetryPolicy(
+        initial_interval=config.backoff.initial,
+        backoff_factor=config.backoff.multiplier,
+        max_interval=config.backoff.max,
+        max_attempts=config.attempts,
+        jitter=config.backoff.jitter,
+        retry_on=transient,
+    )
 
 
 def _output_model(node: Node, state: dict[str, TypeRef]) -> type[BaseModel]:
@@ -126,6 +141,7 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
     state = workflow.state_types
     nodes: dict[str, CompiledNode] = {}
     models: dict[str, BaseChatModel] = {}
+    retry = retry_policy(spec.config.execution.retry)
     for node in spec.nodes:
         llm = merge_llm(spec.config.llm, node.llm)
         if llm.model_path:
@@ -152,6 +168,7 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
                 if node.max_retries is not None
                 else spec.config.execution.max_retries
             ),
+            retry=retry,
         )
     routes: dict[str, list[CompiledRoute]] = {}
     plain: list[tuple[str, str]] = []

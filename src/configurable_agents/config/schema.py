@@ -8,15 +8,31 @@ prints for editors.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from .types import TYPE_HELP, TypeRef, parse_type
 
 SCHEMA_VERSION = "1.0"
 PROVIDERS = ("local", "test", "google", "openai", "anthropic", "ollama")
 Provider = Literal["local", "test", "google", "openai", "anthropic", "ollama"]
+DEFAULT_PROVIDER = "local"
+# Providers whose models can call tools (validation checks nodes with tools against this; each
+# provider module's ``INFO.supports_tools`` says the same, a test keeps the two in step).
+TOOL_PROVIDERS = frozenset({"test", "google", "openai", "anthropic", "ollama"})
+# Provider errors worth another attempt (``config.execution.retry.on``).
+TransientKind = Literal["rate_limit", "server_error", "timeout", "connection"]
+TRANSIENT_KINDS: tuple[TransientKind, ...] = ("rate_limit", "server_error", "timeout", "connection")
+# ``{__error__: <kind>}`` in the test provider's canned responses: that call fails so.
+TEST_ERRORS = (*TRANSIENT_KINDS, "bad_request")
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -50,10 +66,82 @@ class LLMConfig(_Section):
     )
 
 
+def merge_llm(base: LLMConfig, override: LLMConfig | None) -> LLMConfig:
+    """A node's effective LLM settings: its own ``llm`` keys over ``config.llm``."""
+    merged = base.model_dump()
+    if override is not None:
+        merged.update(override.model_dump(exclude_unset=True))
+    if (
+        override is not None
+        and "provider" in override.model_fields_set
+        and "model" not in override.model_fields_set
+        and override.provider != base.provider
+    ):
+        merged["model"] = None  # a different provider does not inherit the model name
+    merged["provider"] = merged["provider"] or DEFAULT_PROVIDER
+    return LLMConfig(**merged)
+
+
+class BackoffError(ValueError):
+    """``backoff`` given as something other than seconds or a mapping."""
+
+    hint = "write seconds, e.g. backoff: 1.5, or backoff: {initial: 1, max: 30, multiplier: 2}"
+
+
+def _seconds_to_backoff(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | dict):
+        raise BackoffError(
+            f"{value!r} is not a backoff: give the seconds before the first retry, or a "
+            "mapping {initial, max, multiplier, jitter}"
+        )
+    return {"initial": value} if isinstance(value, int | float) else value
+
+
+class BackoffConfig(_Section):
+    """Waits between attempts: ``initial`` × ``multiplier`` ** (retry - 1), at most ``max``."""
+
+    initial: float = Field(1.0, ge=0, le=600, description="Seconds before the first retry.")
+    max: float = Field(30.0, ge=0, le=3600, description="Longest wait between two attempts.")
+    multiplier: float = Field(2.0, ge=1, le=10, description="Growth of the wait per retry.")
+    jitter: bool = Field(True, description="Lengthen each wait by up to half, at random.")
+
+    @model_validator(mode="after")
+    def _max_covers_initial(self) -> BackoffConfig:
+        if self.max < self.initial:
+            raise ValueError(
+                f"backoff max ({self.max:g} s) is shorter than its initial wait "
+                f"({self.initial:g} s); raise max or lower initial"
+            )
+        return self
+
+
+class RetryConfig(_Section):
+    """Another attempt at a model call that failed with a transient provider error."""
+
+    attempts: int = Field(
+        3, ge=1, le=20, description="Tries per model call, the first included (1: never retry)."
+    )
+    backoff: Annotated[
+        BackoffConfig,
+        BeforeValidator(_seconds_to_backoff, json_schema_input_type=float | BackoffConfig),
+    ] = Field(
+        default_factory=BackoffConfig,
+        description="Seconds before the first retry, or {initial, max, multiplier, jitter}.",
+    )
+    on: list[TransientKind] = Field(
+        default_factory=lambda: list(TRANSIENT_KINDS),
+        description="Errors retried: rate_limit (429), server_error (5xx), timeout, connection.",
+    )
+
+
 class ExecutionConfig(_Section):
     timeout_seconds: float = Field(120, gt=0, description="Default time limit of each node.")
     max_retries: int = Field(2, ge=0, le=20, description="Retries after an invalid output.")
     max_steps: int = Field(25, ge=1, le=10_000, description="Node executions per run (loops).")
+    retry: RetryConfig = Field(
+        default_factory=RetryConfig,
+        description="Retries of model calls after rate limits, 5xx, timeouts, connection errors.",
+    )
 
 
 class MlflowConfig(_Section):

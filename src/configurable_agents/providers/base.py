@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,9 @@ class ProviderInfo:
     default_model: str
     supports_tools: bool
     create: Callable[[LLMConfig], BaseChatModel]
+    # The LangChain class has its own async HTTP client: the node runtime calls it with
+    # ``ainvoke``, so a node timeout cancels the request (see ``providers.calls``).
+    native_async: bool = False
 
     def missing(self) -> list[tuple[str, str]]:
         """Problems that keep this provider from running here: ``(message, hint)`` pairs."""
@@ -49,6 +52,34 @@ class ProviderInfo:
                 )
             )
         return problems
+
+
+def model_kwargs(
+    llm: LLMConfig,
+    names: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+    **fixed: Any,
+) -> dict[str, Any]:
+    """The keyword arguments of a provider's chat-model class for ``llm``.
+
+    ``names`` maps ``LLMConfig`` keys to the class's own names for them (``max_tokens`` is
+    ``max_completion_tokens`` for OpenAI, ``num_predict`` for Ollama); a key that is not set
+    takes its value from ``defaults``, or is left out so the class's default applies. ``fixed``
+    arguments are added as given (``max_retries=0``: configurable-agents retries, visibly).
+    """
+    kwargs: dict[str, Any] = {}
+    for key, name in names.items():
+        value = getattr(llm, key)
+        if value is None and defaults:
+            value = defaults.get(key)
+        if value is not None:
+            kwargs[name] = value
+    kwargs.update(fixed)
+    return kwargs
+
+
+# What the hosted providers take from ``LLMConfig`` under the same names.
+COMMON = {"model": "model", "temperature": "temperature"}
 
 
 @dataclass
@@ -96,7 +127,11 @@ def invoke_structured(
     """Call a ``structured_runnable`` and normalise its answer."""
     if kwargs:
         runnable = runnable.bind(**kwargs)  # type: ignore[attr-defined]
-    out: Any = runnable.invoke(messages, config=config)
+    return structured_reply(runnable.invoke(messages, config=config))
+
+
+def structured_reply(out: Any) -> StructuredReply:
+    """A ``structured_runnable``'s answer (``{raw, parsed, parsing_error}``), normalised."""
     raw = out.get("raw")
     if not isinstance(raw, AIMessage):
         raw = AIMessage(content=str(raw))

@@ -5,17 +5,14 @@ from __future__ import annotations
 from langchain_core.language_models import BaseChatModel
 
 from ..config.schema import LLMConfig
-from .base import ProviderInfo
+from .base import COMMON, ProviderInfo, model_kwargs
 
 
 def create(llm: LLMConfig) -> BaseChatModel:
     from langchain_google_genai import ChatGoogleGenerativeAI
 
-    kwargs: dict[str, object] = {"model": llm.model or INFO.default_model}
-    if llm.temperature is not None:
-        kwargs["temperature"] = llm.temperature
-    if llm.max_tokens is not None:
-        kwargs["max_output_tokens"] = llm.max_tokens
+    names = {**COMMON, "max_tokens": "max_output_tokens"}
+    kwargs = model_kwargs(llm, names, {"model": INFO.default_model}, max_retries=0)
     model: BaseChatModel = ChatGoogleGenerativeAI(**kwargs)
     return model
 
@@ -29,4 +26,5 @@ INFO = ProviderInfo(
     default_model="gemini-2.5-flash",
     supports_tools=True,
     create=create,
+    native_async=True,
 )

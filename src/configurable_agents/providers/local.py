@@ -36,7 +36,8 @@ from langchain_core.runnables import Runnable, RunnableLambda
 
 from ..config.schema import LLMConfig
 from ..exceptions import MissingExtraError, UserError
-from .base import ProviderInfo, parse_json_reply
+from .base import ProviderInfo, model_kwargs, parse_json_reply
+from .local_cancel import locked, stop_when_cancelled
 
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_N_CTX = 2048
@@ -119,7 +120,7 @@ def shared_llama(
             if seed is not None:
                 kwargs["seed"] = seed
             with _quiet_stderr():  # llama.cpp prints load chatter straight to fd 2
-                llama = Llama(**kwargs)
+                llama = stop_when_cancelled(Llama(**kwargs))
             _models[key] = (llama, threading.Lock())
         return _models[key]
 
@@ -197,7 +198,7 @@ class ChatLocalLlama(BaseChatModel):
         if self.seed is not None:
             params["seed"] = self.seed
         started = time.perf_counter()
-        with lock:
+        with locked(lock):
             reply = llama.create_chat_completion(**params)
         elapsed = time.perf_counter() - started
         choice = reply["choices"][0]
@@ -257,16 +258,20 @@ def guide_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def create(llm: LLMConfig) -> BaseChatModel:
-    name = llm.model or (Path(llm.model_path).stem if llm.model_path else DEFAULT_MODEL)
-    return ChatLocalLlama(
-        model_name=name,
-        model_path=llm.model_path,
-        n_ctx=llm.n_ctx or DEFAULT_N_CTX,
-        n_threads=llm.n_threads,
-        seed=llm.seed,
-        temperature=0.7 if llm.temperature is None else llm.temperature,
-        max_tokens=llm.max_tokens or 512,
-    )
+    name = Path(llm.model_path).stem if llm.model_path else DEFAULT_MODEL
+    defaults = {"model": name, "n_ctx": DEFAULT_N_CTX, "temperature": 0.7, "max_tokens": 512}
+    return ChatLocalLlama(**model_kwargs(llm, _KWARGS, defaults))
+
+
+_KWARGS = {  # LLMConfig key → ChatLocalLlama field
+    "model": "model_name",
+    "model_path": "model_path",
+    "n_ctx": "n_ctx",
+    "n_threads": "n_threads",
+    "seed": "seed",
+    "temperature": "temperature",
+    "max_tokens": "max_tokens",
+}
 
 
 INFO = ProviderInfo(

@@ -5,22 +5,14 @@ from __future__ import annotations
 from langchain_core.language_models import BaseChatModel
 
 from ..config.schema import LLMConfig
-from .base import ProviderInfo
+from .base import COMMON, ProviderInfo, model_kwargs
 
 
 def create(llm: LLMConfig) -> BaseChatModel:
     from langchain_ollama import ChatOllama
 
-    kwargs: dict[str, object] = {"model": llm.model or INFO.default_model}
-    if llm.temperature is not None:
-        kwargs["temperature"] = llm.temperature
-    if llm.max_tokens is not None:
-        kwargs["num_predict"] = llm.max_tokens
-    if llm.base_url:
-        kwargs["base_url"] = llm.base_url
-    if llm.seed is not None:
-        kwargs["seed"] = llm.seed
-    model: BaseChatModel = ChatOllama(**kwargs)
+    names = {**COMMON, "max_tokens": "num_predict", "base_url": "base_url", "seed": "seed"}
+    model: BaseChatModel = ChatOllama(**model_kwargs(llm, names, {"model": INFO.default_model}))
     return model
 
 
@@ -33,4 +25,5 @@ INFO = ProviderInfo(
     default_model="llama3.2",
     supports_tools=True,
     create=create,
+    native_async=True,
 )

@@ -5,21 +5,19 @@ from __future__ import annotations
 from langchain_core.language_models import BaseChatModel
 
 from ..config.schema import LLMConfig
-from .base import ProviderInfo
+from .base import COMMON, ProviderInfo, model_kwargs
 
 
 def create(llm: LLMConfig) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
-    kwargs: dict[str, object] = {"model": llm.model or INFO.default_model}
-    if llm.temperature is not None:
-        kwargs["temperature"] = llm.temperature
-    if llm.max_tokens is not None:
-        kwargs["max_completion_tokens"] = llm.max_tokens
-    if llm.base_url:
-        kwargs["base_url"] = llm.base_url
-    if llm.seed is not None:
-        kwargs["seed"] = llm.seed
+    names = {
+        **COMMON,
+        "max_tokens": "max_completion_tokens",
+        "base_url": "base_url",
+        "seed": "seed",
+    }
+    kwargs = model_kwargs(llm, names, {"model": INFO.default_model}, max_retries=0)
     model: BaseChatModel = ChatOpenAI(**kwargs)
     return model
 
@@ -33,4 +31,5 @@ INFO = ProviderInfo(
     default_model="gpt-4o-mini",
     supports_tools=True,
     create=create,
+    native_async=True,
 )

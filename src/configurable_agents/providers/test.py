@@ -7,6 +7,13 @@ words in the JSON it returns. ``model`` is reported as the model name, so ``prov
 model: gemini-2.5-flash`` prices a dry run at that model's list price. With tools bound, its
 first reply calls every tool once (arguments from each parameter's first example), and its
 next reply answers.
+
+For tests of the run machinery: a canned response ``{__error__: <kind>}`` makes that call fail
+with a provider error of that kind (``rate_limit`` 429, ``server_error`` 503, ``timeout``,
+``connection``, or ``bad_request`` 400, which is not transient), and ``latency_ms`` simulates
+the model's time per call; a node timeout cancels it, and the call then reports the prompt's
+tokens as spent (``CallCancelled``). Which node calls, and how many structured calls it made in
+this run, the model reads from the run's ``CallScope`` (``providers.calls``).
 """
 
 from __future__ import annotations
@@ -26,9 +33,30 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from ..config.schema import LLMConfig
-from .base import ProviderInfo, parse_json_reply
+from .base import ProviderInfo, model_kwargs, parse_json_reply
+from .calls import CallCancelled, current_scope
 
 DEFAULT_MODEL = "test"
+ERROR_KEY = "__error__"
+
+
+class TestProviderError(Exception):
+    """A provider error the ``test`` model raises for a canned ``{__error__: <kind>}``."""
+
+    __test__ = False
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def _error(kind: str) -> Exception:
+    if kind == "timeout":
+        return TimeoutError("test provider: simulated request timeout")
+    if kind == "connection":
+        return ConnectionError("test provider: simulated connection reset")
+    status = {"rate_limit": 429, "server_error": 503}.get(kind, 400)
+    return TestProviderError(f"test provider: simulated HTTP {status} ({kind})", status)
 
 
 class TestChatModel(BaseChatModel):
@@ -61,8 +89,14 @@ class TestChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        words_in = sum(len(_content_text(m).split()) for m in messages)
+        scope = current_scope()
         if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
+            if scope is None:
+                time.sleep(self.latency_ms / 1000)
+            elif scope.token.wait(self.latency_ms / 1000):
+                # cancelled by a node timeout: the prompt was read, nothing was written
+                raise CallCancelled(usage={"input_tokens": words_in, "output_tokens": 0})
         tools = kwargs.get("tools")
         schema = kwargs.get("ca_schema")
         if tools and not any(isinstance(m, ToolMessage) for m in messages):
@@ -73,7 +107,14 @@ class TestChatModel(BaseChatModel):
             text = json.dumps([{"name": c["name"], "args": c["args"]} for c in calls])
             message = AIMessage(content="", tool_calls=calls)
         elif schema is not None:
-            value = self._canned(kwargs.get("ca_node"), int(kwargs.get("ca_visit", 0)))
+            if "ca_node" in kwargs:  # called by hand (bench/overhead.py), not by a run
+                node, visit = kwargs["ca_node"], int(kwargs.get("ca_visit", 0))
+            else:
+                node = scope.node if scope else None
+                visit = scope.count(f"test:{node}") if scope else 0
+            value = self._canned(node, visit)
+            if isinstance(value, dict) and ERROR_KEY in value:
+                raise _error(str(value[ERROR_KEY]))
             if value is None:
                 value = _default_for(schema, schema)
             text = json.dumps(value)
@@ -81,7 +122,6 @@ class TestChatModel(BaseChatModel):
         else:
             text = "done"
             message = AIMessage(content=text)
-        words_in = sum(len(_content_text(m).split()) for m in messages)
         words_out = len(text.split())
         message.usage_metadata = {
             "input_tokens": words_in,
@@ -164,11 +204,8 @@ def _default_for(spec: dict[str, Any], root: dict[str, Any], name: str = "") -> 
 
 
 def create(llm: LLMConfig) -> BaseChatModel:
-    return TestChatModel(
-        model_name=llm.model or DEFAULT_MODEL,
-        responses=llm.responses or {},
-        latency_ms=llm.latency_ms or 0.0,
-    )
+    names = {"model": "model_name", "responses": "responses", "latency_ms": "latency_ms"}
+    return TestChatModel(**model_kwargs(llm, names, {"model": DEFAULT_MODEL}))
 
 
 INFO = ProviderInfo(

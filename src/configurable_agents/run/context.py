@@ -2,18 +2,25 @@
 
 It also carries the running node's deadline: the executor runs the graph in a worker thread
 and waits on ``changed``; when the running node passes its deadline the executor abandons the
-run (the worker cannot be killed, but ``start_node`` refuses to start anything after that).
+run. ``abandon`` cancels the run's ``CancelToken`` (which stops the model call in flight where
+the provider allows, see ``providers.calls``) and gives the run a copy of the running node's
+record: the worker may still touch its own, but the run's result never changes under a reader.
+A model call that ends after that (``end_call``) is kept aside, flagged ``after_timeout``;
+``settle`` waits for the calls in flight and adds them to the copy, tokens included.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import RunError
-from .result import NodeRun
+from ..providers.calls import CallScope, CancelToken
+from .result import LLMCall, NodeRun
 
 if TYPE_CHECKING:
     from ..compile.plan import CompiledNode
@@ -39,8 +46,13 @@ class RunContext:
         self.deadline: float | None = None
         self.timeout: float | None = None
         self.abandoned = False
+        self.cancel = CancelToken()
+        self.in_flight = 0  # model calls running now
+        self.late: list[tuple[NodeRun, LLMCall]] = []  # calls that ended after ``abandon``
+        self._copies: dict[int, NodeRun] = {}  # id(worker's record) -> the run's copy
         self._visits: dict[str, int] = {}
-        self._calls: dict[str, int] = {}
+        self._counters: dict[str, int] = {}  # per-run counters of the providers (CallScope)
+        self._counters_lock = threading.Lock()
 
     def start_node(self, node: CompiledNode) -> NodeRun:
         now = time.perf_counter()
@@ -83,20 +95,76 @@ class RunContext:
             self.on_event("node_end", record)
 
     def abandon(self) -> NodeRun | None:
-        """Mark the run as over (the running node timed out); return that node's record."""
+        """Mark the run as over (the running node timed out, or Ctrl-C), cancel the model call
+        in flight, and return the run's copy of the running node's record."""
         with self.changed:
             self.abandoned = True
             record = self.current
             if record is not None:
-                record.status = "failed"
-                record.duration_ms = (time.perf_counter() - self.started) * 1000 - record.started_ms
+                snapshot = _copy_record(record)
+                self._copies[id(record)] = snapshot
+                self.nodes = [snapshot if n is record else n for n in self.nodes]
+                snapshot.status = "failed"
+                snapshot.duration_ms = (
+                    time.perf_counter() - self.started
+                ) * 1000 - snapshot.started_ms
+                record = snapshot
+        self.cancel.cancel()
         if record is not None and self.on_event:
             self.on_event("node_end", record)
         return record
 
-    def next_call(self, node_id: str) -> int:
-        """How many structured calls this node has made so far in this run (then one more)."""
+    def scope(self, node_id: str) -> CallScope:
+        """The ``CallScope`` of this run's model calls from ``node_id``."""
+        return CallScope(node_id, self.cancel, self._counters, self._counters_lock)
+
+    def begin_call(self, node_id: str) -> None:
+        """A model call starts (refused once the run is abandoned: no new spending)."""
         with self.changed:
-            n = self._calls.get(node_id, 0)
-            self._calls[node_id] = n + 1
-        return n
+            if self.abandoned:
+                raise RunAbandoned("the run already ended", node=node_id)
+            self.in_flight += 1
+
+    def end_call(self, record: NodeRun, call: LLMCall) -> bool:
+        """Record a finished (or failed) model call; False when the run was abandoned
+        meanwhile: the call is then kept as late spending, flagged ``after_timeout``."""
+        with self.changed:
+            self.in_flight -= 1
+            if self.abandoned:
+                call.after_timeout = True
+                self.late.append((record, call))
+                self.changed.notify_all()
+                return False
+            _add_call(record, call)
+        return True
+
+    def settle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for the model calls in flight to end (they were cancelled)
+        and add every late call to the run's records; return how many are still running."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.in_flight <= 0, timeout)
+            late, self.late = self.late, []
+            for record, call in late:
+                _add_call(self._copies.get(id(record), record), call)
+            return self.in_flight
+
+
+def _add_call(record: NodeRun, call: LLMCall) -> None:
+    record.calls.append(call)
+    record.llm_calls += 1
+    record.usage.add(call.usage)
+    if call.model:
+        record.model = call.model
+
+
+def _copy_record(record: NodeRun) -> NodeRun:
+    """A copy of ``record`` that shares no list or counter with it."""
+    return dataclasses.replace(
+        record,
+        usage=copy.copy(record.usage),
+        tool_calls=list(record.tool_calls),
+        responses=list(record.responses),
+        validation_errors=list(record.validation_errors),
+        outputs=dict(record.outputs),
+        calls=list(record.calls),
+    )

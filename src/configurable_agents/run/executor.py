@@ -2,13 +2,18 @@
 
 Node timeouts: the graph runs in a worker thread (one hop per run, not per node) while the
 calling thread waits on the run context, which always knows the running node's deadline. A node
-past its deadline fails the run with ``NodeTimeoutError`` at once; its worker cannot be killed,
-so it finishes in the background and starts no further node.
+past its deadline fails the run with ``NodeTimeoutError``: the run is abandoned, which cancels
+the model call in flight (``providers.calls``: the async request is cancelled and its HTTP
+connection closed; the ``local`` and ``test`` models stop at their next check) and lets no
+further call or node start. The executor then waits up to ``LATE_CALL_WAIT_SECONDS`` for that
+call to end and records what it spent on the run, flagged ``after_timeout``. A tool cannot be
+stopped: it finishes in the background, and nothing runs after it.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import queue
 import threading
@@ -22,14 +27,18 @@ from typing import Any
 from langgraph.errors import GraphRecursionError
 
 from ..compile.plan import CompiledWorkflow, compile_workflow
-from ..config.validate import LoadedWorkflow, check_environment, load_workflow
+from ..config.validate import LoadedWorkflow, load_workflow
 from ..exceptions import MaxStepsExceededError, NodeTimeoutError, RunError, RunInterruptedError
+from ..providers import check_environment
 from . import hooks
 from .context import EventHandler, RunContext
+from .graph import graph_of
 from .inputs import coerce_inputs
 from .result import RunErrorInfo, RunResult, TokenUsage
 
 WorkflowLike = str | Path | LoadedWorkflow | CompiledWorkflow
+LATE_CALL_WAIT_SECONDS = 10.0  # a cancelled model call ends in milliseconds; this is a bound
+log = logging.getLogger("configurable_agents.run")
 
 
 class _DaemonWorkers:
@@ -73,7 +82,7 @@ _workers = _DaemonWorkers()
 def _invoke_with_node_timeouts(
     compiled: CompiledWorkflow, state: dict[str, Any], config: dict[str, Any], ctx: RunContext
 ) -> dict[str, Any]:
-    graph = compiled.graph()
+    graph = graph_of(compiled)
     work = contextvars.copy_context()
     future: Future[dict[str, Any]] = _workers.submit(work.run, graph.invoke, state, config)
 
@@ -95,8 +104,16 @@ def _invoke_with_node_timeouts(
             ctx.changed.wait(remaining)
         else:
             return future.result()
-    record = ctx.abandon()
+    record = ctx.abandon()  # cancels the call in flight; the run keeps a copy of the record
     node = record.node if record else None
+    running = ctx.settle(LATE_CALL_WAIT_SECONDS)
+    if running:
+        log.warning(
+            "node '%s' timed out, and its model call was still running %g s later; what it "
+            "spends from now on is not in the run's usage",
+            node,
+            LATE_CALL_WAIT_SECONDS,
+        )
     raise NodeTimeoutError(
         f"node '{node}' did not finish within {timeout:g} s "
         "(raise timeout_seconds on the node or in config.execution)",

@@ -3,7 +3,8 @@
 Render the prompt from state → (tool loop, when the node has tools) → ask the model for the
 node's ``output_schema`` through its native structured-output mechanism → validate with
 pydantic → on invalid output retry, feeding the error back, up to ``max_retries`` → return the
-outputs as the state update. The whole node runs under its timeout.
+outputs as the state update. The whole node runs under its timeout; each model call goes
+through ``run.calls`` (cancellable, retried after transient provider errors, recorded).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -22,11 +24,13 @@ from ..exceptions import (
     OutputValidationError,
     ProviderError,
 )
-from ..providers import invoke_structured
-from .result import LLMCall, NodeRun, TokenUsage, ToolCall
+from .calls import call_model
+from .context import RunAbandoned
+from .result import NodeRun, ToolCall
 
 if TYPE_CHECKING:
     from ..compile.plan import CompiledNode
+    from ..providers.base import StructuredReply
     from .context import RunContext
 
 MAX_TOOL_ROUNDS = 8
@@ -64,7 +68,7 @@ def _execute(
     messages: list[BaseMessage] = [HumanMessage(prompt)]
     try:
         if node.tools:
-            _tool_loop(node, messages, config, record)
+            _tool_loop(node, messages, config, ctx, record)
         return _structured_output(node, messages, config, ctx, record)
     except ConfigurableAgentsError:
         raise
@@ -76,55 +80,24 @@ def _execute(
         ) from exc
 
 
-def _account(
-    record: NodeRun,
-    kind: Literal["tools", "structured"],
-    message: AIMessage,
-    sent: list[BaseMessage],
-    started_ns: int,
-    started: float,
-    shown: str | None = None,
-) -> LLMCall:
-    """Record one model call on the node (tokens as reported by the provider)."""
-    usage = TokenUsage()
-    usage.add(message.usage_metadata)  # type: ignore[arg-type]
-    name = (message.response_metadata or {}).get("model_name")
-    if name:
-        record.model = str(name)
-    if shown is None:
-        shown = message.content if isinstance(message.content, str) else str(message.content)
-    call = LLMCall(
-        kind=kind,
-        model=record.model,
-        provider=record.provider,
-        started_ns=started_ns,
-        duration_ms=(time.perf_counter() - started) * 1000,
-        messages=sent,
-        response=shown,
-        usage=usage,
-        tool_calls=[{"name": c["name"], "args": c["args"]} for c in message.tool_calls],
-    )
-    record.llm_calls += 1
-    record.usage.add(usage)
-    record.calls.append(call)
-    return call
-
-
 def _tool_loop(
-    node: CompiledNode, messages: list[BaseMessage], config: RunnableConfig, record: NodeRun
+    node: CompiledNode,
+    messages: list[BaseMessage],
+    config: RunnableConfig,
+    ctx: RunContext,
+    record: NodeRun,
 ) -> None:
     by_name = {t.name: t for t in node.tools}
     bound = node.model.bind_tools(node.tools)
     for _ in range(MAX_TOOL_ROUNDS):
-        sent = list(messages)
-        started_ns, started = time.time_ns(), time.perf_counter()
-        reply = bound.invoke(messages, config=config)
+        reply, _ = call_model(node, ctx, record, "tools", bound, messages, config)
         assert isinstance(reply, AIMessage)
-        _account(record, "tools", reply, sent, started_ns, started)
         messages.append(reply)
         if not reply.tool_calls:
             return
         for call in reply.tool_calls:
+            if ctx.abandoned:  # the node timed out during an earlier tool: stop here
+                raise RunAbandoned("the run already ended", node=node.id)
             started_ns, started = time.time_ns(), time.perf_counter()
             tool = by_name.get(call["name"])
             error = False
@@ -159,29 +132,24 @@ def _structured_output(
 ) -> dict[str, Any]:
     feedback: list[BaseMessage] = []
     while True:
-        extra = (
-            {"ca_node": node.id, "ca_visit": ctx.next_call(node.id)}
-            if node.provider.name == "test"
-            else {}
-        )
         sent = messages + feedback
-        started_ns, started = time.time_ns(), time.perf_counter()
-        reply = invoke_structured(node.structured(), sent, config, **extra)
-        shown = reply.raw.content if isinstance(reply.raw.content, str) else str(reply.raw.content)
-        if not shown and reply.parsed is not None:
-            shown = json.dumps(reply.parsed)
-        call = _account(record, "structured", reply.raw, sent, started_ns, started, shown)
+        valid: dict[str, Any] = {}
+        _, call = call_model(
+            node,
+            ctx,
+            record,
+            "structured",
+            node.structured(),
+            sent,
+            config,
+            check=partial(_check, node, outputs=valid),
+        )
+        shown = call.response
         record.responses.append(shown)
-        error = reply.error
-        if error is None:
-            try:
-                validated = node.output_model.model_validate(reply.parsed)
-                data = validated.model_dump()
-                return {name: data[name] for name in node.spec.outputs}
-            except ValidationError as exc:
-                error = _format_validation(exc)
+        if call.error is None:
+            return valid
+        error = call.error
         record.validation_errors.append(error)
-        call.error = error
         if record.retries >= node.max_retries:
             raise OutputValidationError(
                 f"node '{node.id}' returned invalid output {record.retries + 1} time(s); "
@@ -197,6 +165,19 @@ def _structured_output(
                 + json.dumps(node.json_schema)
             )
         ]
+
+
+def _check(node: CompiledNode, reply: StructuredReply, outputs: dict[str, Any]) -> str | None:
+    """Validate a structured reply against the node's output model: fill ``outputs`` with the
+    node's outputs, or return why the reply is invalid."""
+    if reply.error is not None:
+        return reply.error
+    try:
+        data = node.output_model.model_validate(reply.parsed).model_dump()
+    except ValidationError as exc:
+        return _format_validation(exc)
+    outputs.update({name: data[name] for name in node.spec.outputs})
+    return None
 
 
 def _format_validation(exc: ValidationError) -> str:

@@ -25,10 +25,22 @@ class LLMCall:
     response: str
     usage: TokenUsage = field(default_factory=TokenUsage)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)  # requested by the model
-    error: str | None = None  # why the output was rejected (a retry follows, or the node fails)
+    # Why the output was rejected (a retry follows, or the node fails), or, when the call
+    # itself failed, the provider's error as "Type: message" (``response`` is then empty).
+    error: str | None = None
     cost_usd: float | None = None  # filled by run.cost.summarize_cost
     input_cost_usd: float | None = None
     output_cost_usd: float | None = None
+    # The call failed with a transient provider error of this kind (rate_limit, server_error,
+    # timeout, connection): another attempt follows if config.execution.retry allows.
+    transient_error: str | None = None
+    # The call was still running when its node timed out; its tokens are in the node's and the
+    # run's usage all the same (what it spent is spent).
+    after_timeout: bool = False
+    cancelled: bool = False  # the node's timeout stopped it (usage: what it had spent by then)
+    # The call raised instead of answering: ``error`` is the provider's error (or why it was
+    # cancelled), not a rejected output.
+    failed: bool = False
 
 
 @dataclass
@@ -55,6 +67,7 @@ class NodeRun:
     provider: str = ""
     retries: int = 0
     llm_calls: int = 0
+    provider_retries: int = 0  # model calls tried again after a transient provider error
     usage: TokenUsage = field(default_factory=TokenUsage)
     tool_calls: list[ToolCall] = field(default_factory=list)
     prompt: str = ""
@@ -75,6 +88,7 @@ class NodeRun:
             "model": self.model,
             "provider": self.provider,
             "retries": self.retries,
+            "provider_retries": self.provider_retries,
             "llm_calls": self.llm_calls,
             "usage": self.usage.to_dict(),
             "cost_usd": self.cost_usd,

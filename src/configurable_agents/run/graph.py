@@ -1,4 +1,8 @@
-"""Wire compiled nodes and routes into a LangGraph ``StateGraph``."""
+"""Wire compiled nodes and routes into a LangGraph ``StateGraph``.
+
+This lives in ``run/`` because the graph's nodes are the node runtime (``run.node``); ``compile/``
+only plans (templates, output models, chat models, limits) and never imports ``run/``.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,27 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from ..exceptions import RoutingError
+from .node import make_node_function
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
-    from .plan import CompiledRoute, CompiledWorkflow
+    from ..compile.plan import CompiledRoute, CompiledWorkflow
 
 
 def _endpoint(name: str) -> str:
     return {"START": START, "END": END}.get(name, name)
 
 
-def build_graph(compiled: CompiledWorkflow) -> CompiledStateGraph:
-    from ..run.node import make_node_function
+def graph_of(compiled: CompiledWorkflow) -> CompiledStateGraph:
+    """The workflow's graph, built on its first run and kept on ``compiled`` for the next."""
+    if compiled.graph_cache is None:
+        compiled.graph_cache = build_graph(compiled)
+    graph: CompiledStateGraph = compiled.graph_cache
+    return graph
 
+
+def build_graph(compiled: CompiledWorkflow) -> CompiledStateGraph:
     fields = {name: Any for name in compiled.state_types}
     state_type = TypedDict(f"{compiled.name}_state", fields)  # type: ignore[misc, operator]
     builder = StateGraph(state_type)

@@ -315,7 +315,14 @@ def _node_spans(
                 attributes=attrs,
             )
         )
-        if call.error is not None:
+        failed = getattr(call, "failed", False)
+        for flag in ("transient_error", "after_timeout", "cancelled"):
+            if getattr(call, flag, None):
+                out[-1].attributes[f"llm.{flag}"] = getattr(call, flag)
+        if failed:  # the call itself raised: the model span is the error
+            out[-1].error = call.error or "the call failed"
+            out[-1].error_type = (call.error or "").split(":", 1)[0] or "ProviderError"
+        elif call.error is not None:
             out.append(
                 SpanRecord(
                     span_id=ids.span_id(),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from configurable_agents.observe import alerts
+from configurable_agents.observe.metrics import alerts
 from configurable_agents.observe.metrics.alerts import AlertThresholds, rules_text, write_rules
 from servers import skip_unless_ci
 

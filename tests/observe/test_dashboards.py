@@ -30,7 +30,8 @@ import pytest
 from ruamel.yaml import YAML
 
 import configurable_agents as ca
-from configurable_agents.observe import alerts, metrics
+from configurable_agents.observe.metrics import alerts
+from configurable_agents.observe.metrics import recorder as metrics
 from configurable_agents.observe.metrics.dashboards import (
     DASHBOARDS,
     build_dashboards,

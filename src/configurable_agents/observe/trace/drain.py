@@ -246,10 +246,11 @@ class Drainer:
 
     def drain(self, timeout: float, *, ignore_backoff: bool = True, stall: float = 10.0) -> int:
         """Drain until nothing is pending that we can serve, ``timeout`` seconds passed, or
-        the sinks kept failing for ``stall`` seconds with nothing written; return what is
-        still pending (for sinks we can serve)."""
+        a sink kept failing for ``stall`` seconds with nothing written; return what is still
+        pending (for sinks we can serve)."""
         deadline = time.monotonic() + timeout
         progress = time.monotonic()
+        began = time.time()
         try:
             while time.monotonic() < deadline:
                 written = self.spool_written()
@@ -260,13 +261,24 @@ class Drainer:
                 if handled:
                     continue
                 remaining = self._pending_servable()
-                if not remaining or time.monotonic() - progress > stall:
+                stalled = time.monotonic() - progress > stall and self._failing(began)
+                if not remaining or stalled:
                     return remaining
                 # Another drainer holds a sink, or a batch is backing off: wait a little.
                 time.sleep(0.2)
             return self._pending_servable()
         finally:
             self.release_all()
+
+    def _failing(self, since: float) -> bool:
+        """A sink with work failed since ``since`` and has not succeeded after (a sink that
+        another, slower drainer serves is not failing: we wait for it)."""
+        return any(
+            s.pending
+            and (s.last_error_at or 0) >= since
+            and (s.last_success_at or 0) < (s.last_error_at or 0)
+            for s in self.spool.sinks()
+        )
 
     def spool_written(self) -> int:
         return sum(s.written for s in self.spool.sinks())

@@ -136,8 +136,12 @@ def test_a_database_from_before_migrations_is_stamped_and_upgraded(
     assert kept is not None and kept["inputs"] == {"topic": "t"} and kept["status"] == "succeeded"
 
 
-def test_replicas_opening_at_once_migrate_once(sqlite_url: str) -> None:
-    stores = [RunStore(sqlite_url, "demo") for _ in range(6)]
+@pytest.mark.parametrize("databases", ["one", "several"])
+def test_replicas_opening_at_once_migrate_once(tmp_path: Path, databases: str) -> None:
+    """Six stores open at once: on one file (the file lock), on six files (the process lock:
+    Alembic's ``op`` is process-wide)."""
+    names = [f"runs{i}.db" if databases == "several" else "runs.db" for i in range(6)]
+    stores = [RunStore(f"sqlite:///{tmp_path / name}", "demo") for name in names]
     errors: list[BaseException] = []
     start = threading.Barrier(len(stores))
 
@@ -155,7 +159,7 @@ def test_replicas_opening_at_once_migrate_once(sqlite_url: str) -> None:
         t.join(60)
     try:
         assert errors == []
-        assert migrate.current(stores[0].engine) == migrate.head()
+        assert all(migrate.current(store.engine) == migrate.head() for store in stores)
     finally:
         for store in stores:
             store.close()

@@ -4,7 +4,9 @@ The revisions live in ``migrations/versions`` inside the package. Alembic's vers
 ``configurable_agents_alembic_version`` (not ``alembic_version``, which an application sharing
 the database may have). ``upgrade`` holds a lock for the whole check-stamp-upgrade step, so
 replicas starting together migrate once: a PostgreSQL advisory lock (transaction-scoped), a file
-lock next to a SQLite database file. A database made before migrations existed (a ``runs`` table
+lock next to a SQLite database file, and within one process a thread lock (Alembic's ``op`` and
+``context`` are process-wide, so two stores migrating different databases at once would mix).
+A database made before migrations existed (a ``runs`` table
 and no version table) is stamped with the revision its columns match, then upgraded.
 
 To add a revision: a new file in ``migrations/versions`` with ``revision`` /
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ VERSION_TABLE = "configurable_agents_alembic_version"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any constant bigint that other applications are unlikely to use
 ADVISORY_LOCK_KEY = 0x43415F52554E53  # "CA_RUNS"
+_PROCESS_LOCK = threading.Lock()
 # Columns by revision: how a database made before migrations is stamped.
 _REVISION_COLUMNS = (
     ("0002", {"owner", "lease_until"}),
@@ -76,7 +80,8 @@ def upgrade(engine: Engine, url: str) -> tuple[str | None, str]:
     script = script_directory()
     target = script.get_current_head()
     assert target is not None
-    with _file_lock(url), engine.begin() as conn:
+    # Alembic's ``context`` and ``op`` are process-wide: one migration at a time per process.
+    with _PROCESS_LOCK, _file_lock(url), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
         before = _stamp_legacy(conn, script, url)

@@ -73,6 +73,7 @@ def test_two_replicas_kill_one(write_workflow: Any, tmp_path: Path, postgres_tra
 
         records_a = wait_until(failed_a, 30, every=0.1)
         took = time.monotonic() - killed_at
+        print(f"\nthe killed replica's runs failed {took:.1f} s after SIGKILL (lease {LEASE:g} s)")
         for record in records_a:
             message = record["error"]["message"]
             assert record["error"]["type"] == "ServerStopped"

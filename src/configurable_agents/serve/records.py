@@ -2,7 +2,8 @@
 
 Writes go through one background thread that commits whatever has queued up in one
 transaction (the last snapshot of each run wins), so a busy server makes few, cheap commits
-(the only other writer is the lease heartbeat, a few statements every third of a lease). A caller that must know its row is stored passes ``on_commit``.
+(the only other writer is the lease heartbeat, a few statements every third of a lease). A
+caller that must know its row is stored passes ``on_commit``.
 In-flight states may be deferred: written only if the run is still in flight a second later,
 so that a short run costs one row write, not three.
 

@@ -6,7 +6,7 @@ PY      = $(VENV)/bin/python
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: install example test lint format bench clean
+.PHONY: install example test nightly lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ lint: install  ## ruff, mypy, and the import layers (lint-imports, contracts in 
 
 test: lint  ## lint, type-check and run every test (the local-model tests included)
 	$(PY) -m pytest
+
+# The long runs of the two randomized tests (CI runs a slice of each in `make test`): 20,000
+# mutated workflow files and Schemathesis with 1000 cases per operation, a new seed each time.
+nightly: install  ## about 30-60 minutes on 2 cores
+	CA_FUZZ_CASES=20000 CA_SCHEMATHESIS_MAX_EXAMPLES=1000 CA_SCHEMATHESIS_SEED=random \
+		$(PY) -m pytest -s -o timeout=7200 tests/test_fuzz_workflows.py tests/serve/test_schemathesis.py
 
 format: install
 	$(VENV)/bin/ruff check --fix src tests bench

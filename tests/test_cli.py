@@ -185,3 +185,20 @@ def test_a_timed_out_node_does_not_keep_the_cli_alive(write_workflow):
     assert proc.returncode == 1
     assert "NodeTimeoutError: node 'write' did not finish within 0.5 s" in proc.stderr
     assert time.perf_counter() - started < 4.5  # the tool sleeps 5 s
+
+
+def test_error_lines_print_their_number_not_an_emoji(write_workflow):
+    """Rich turns ':100:' into an emoji unless told not to: 'wf.yaml:100:' must stay as it is."""
+    from typer.testing import CliRunner
+
+    from configurable_agents.cli import app
+
+    text = MINIMAL.replace("{topic}", "{topc}").replace(
+        'prompt: "Write about',
+        "prompt:\n      " + "\n      ".join(["x"] * 88) + '\n      "Write about',
+    )
+    path = write_workflow(text)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    line = next(ln for ln in result.output.splitlines() if "error:" in ln)
+    assert line.startswith(f"{path}:100: error:") and "💯" not in result.output, result.output

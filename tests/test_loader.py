@@ -198,6 +198,56 @@ def test_deep_nesting_is_a_clean_error(tmp_path: Path) -> None:
     assert "nested too deeply" in issue.message
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("a: 1\nb: " + "[" * 5000 + "]" * 5000 + "\n", 2),
+        ("a: 1\nb: " + "{x: " * 100 + "}" * 100 + "\n", 2),
+        ("a:\n" + "".join(" " * (2 * k) + "b:\n" for k in range(1, 200)), 65),
+        ("a:\n" + "".join(" " * (2 * k) + "- b:\n" for k in range(1, 2000)), 64),
+        ("- " * 3000 + "x\n", 1),
+    ],
+    ids=["flow-list", "flow-map", "block-map", "block-list", "compact-list"],
+)
+def test_deep_nesting_fails_fast_at_its_line(text: str, line: int) -> None:
+    started = time.perf_counter()
+    with pytest.raises(WorkflowFileError) as info:
+        parse_yaml(text, "deep.yaml")
+    assert time.perf_counter() - started < 0.5
+    issue = info.value.issues[0]
+    assert issue.line == line and "nested too deeply" in issue.message
+    assert issue.hint and "flatten" in issue.hint
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'prompt: "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["',
+        "prompt: |\n  " + "{" * 200 + "\n  " + " " * 300 + "deep text\nnext: 1",
+        "prompt: it" + "[" * 200 + "\n",
+        "prompt: 'it''s [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['\n",
+        "# " + "[" * 500 + "\nx: 1\n",
+    ],
+    ids=["double-quoted", "block-scalar", "plain", "single-quoted", "comment"],
+)
+def test_brackets_in_text_are_not_nesting(text: str) -> None:
+    loader.check_nesting(text, "text.yaml")  # no error
+
+
+def test_every_workflow_in_the_repository_is_far_from_the_nesting_limit() -> None:
+    root = Path(__file__).resolve().parent.parent
+    for path in [*root.glob("examples/*.yaml"), root / "bench" / "two_node.yaml"]:
+        loader.check_nesting(path.read_text(encoding="utf-8"), str(path), limit=12)
+
+
+def test_a_character_yaml_does_not_allow_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "ctrl.yaml"
+    path.write_text(VALID.replace("Write about", "Write\x7f about"), encoding="utf-8")
+    issue = file_error(path).issues[0]
+    assert issue.line == 11
+    assert "'\\x7f' (U+007F) is not allowed" in issue.message
+
+
 def test_yaml_tags_are_rejected_not_constructed(tmp_path: Path) -> None:
     path = tmp_path / "tag.yaml"
     path.write_text(

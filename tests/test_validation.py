@@ -656,6 +656,46 @@ def test_duplicate_node_ids_reported_alongside_shape_errors(write_workflow: Writ
     assert "outputs: [a, b]" in (find(issues, 18, "outputs", "valid list").hint or "")
 
 
+@pytest.mark.parametrize("node_id", ["[write, again]", "{name: write}", "[]"])
+def test_a_node_id_that_is_a_list_or_mapping_is_a_clean_error(
+    write_workflow: Write, node_id: str
+) -> None:
+    text = wf(
+        f"""\
+        nodes:
+          - id: {node_id}
+            prompt: "Write about {{topic}}."
+            outputs: [article]
+          - id: {node_id}
+            prompt: "Again about {{topic}}."
+            outputs: [article]
+        """,
+        EDGES_ONE,
+    )
+    issues = errors(write_workflow, text)
+    assert {i.line for i in issues if "nodes" in i.path and "id" in i.path} >= {13, 16}
+    assert not any("duplicate" in i.message for i in issues)
+
+
+def test_issues_carry_the_path_of_their_field(write_workflow: Write) -> None:
+    text = wf(
+        """\
+        nodes:
+          - id: write
+            prompt: "Write about {topic}."
+            outputs: [article]
+          - id: review
+            prompt: "Score {artcle}."
+            outputs: [score]
+        """,
+        "edges:\n  - {from: START, to: write}\n  - {from: write, to: review}\n"
+        "  - {from: review, to: END}\n",
+    ).replace("llm: {provider: test}", "llm: {provider: test, temprature: 1}")
+    issues = errors(write_workflow, text)
+    paths = {i.path: i.line for i in issues}
+    assert paths == {("config", "llm", "temprature"): 4, ("nodes", 1, "prompt"): 17}
+
+
 @pytest.mark.parametrize("reserved", ["START", "END"])
 def test_reserved_node_id(write_workflow: Write, reserved: str) -> None:
     text = wf(

@@ -16,13 +16,15 @@ The tree, in one place::
         ├── ProviderError          the model provider raised while answering
         └── RunInterruptedError    Ctrl-C or SIGTERM stopped the run (recorded, then re-raised)
 
-Every ``UserError`` carries ``Issue`` records (file, line, message, hint) so that callers can
-print each one as ``file:line: message`` followed by its hint.
+Every ``UserError`` carries ``Issue`` records (file, line, message, hint, path) so that callers
+can print each one as ``file:line: message`` followed by its hint; ``path`` says where the
+problem is in the data (``("nodes", 1, "prompt")`` in a workflow, ``("topic",)`` in run inputs),
+so that programs (the HTTP server's 422 body) need not read it out of the message.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "ConfigurableAgentsError",
@@ -44,12 +46,19 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Issue:
-    """One problem found in a workflow file or in run inputs."""
+    """One problem found in a workflow file or in run inputs.
+
+    ``path``: keys and list indexes from the top of the data to the problem, as far as known
+    (empty: the whole file or all inputs). ``code``: a short machine-readable kind, e.g.
+    ``missing``, ``unknown_input`` or ``invalid_input`` for run inputs (None when unset).
+    """
 
     message: str
     file: str | None = None
     line: int | None = None
     hint: str | None = None
+    path: tuple[str | int, ...] = field(default=())
+    code: str | None = None
 
     def location(self) -> str:
         if self.file is None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,14 +24,15 @@ from configurable_agents.cli.serve import serve_command
 from configurable_agents.serve import RunStore, create_app
 from configurable_agents.serve.records import COLUMNS, STOPPED_REASON, metadata, utcnow
 from configurable_agents.serve.runner import default_concurrency
-from servers import free_port
 
+from .procs import serve_process, wait_until
 from conftest import EXAMPLES, MINIMAL
 
 REVIEW = EXAMPLES / "review_loop.yaml"
 # gemini-2.5-flash list price: $0.30 per million input tokens, $2.50 per million output tokens.
 REVIEW_COST = 62 * 0.30e-6 + 19 * 2.50e-6
 HEX32 = re.compile(r"[0-9a-f]{32}")
+ARGS = ("--max-concurrency", "1", "--grace-seconds", "1", "--lease-seconds", "2")
 
 SLOW = """\
 schema_version: "1.0"
@@ -80,17 +79,6 @@ edges:
 def serving(workflow: Any = REVIEW, **options: Any) -> Iterator[TestClient]:
     with TestClient(create_app(workflow, **options)) as client:
         yield client
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30, every: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {check}")
-        time.sleep(every)
 
 
 def run(client: TestClient, **inputs: Any) -> dict[str, Any]:
@@ -237,13 +225,18 @@ def test_bad_inputs_are_422_with_field_errors_and_hints_and_run_nothing():
         assert errors[("body", "inputs", "topc")]["type"] == "unknown_input"
         assert errors[("body", "inputs", "topc")]["hint"] == "did you mean 'topic'?"
         assert errors[("body", "inputs", "score")]["type"] == "invalid_input"
-        assert "not a whole number" in errors[("body", "inputs", "score")]["msg"]
+        assert "'high' is not an int" in errors[("body", "inputs", "score")]["msg"]
+        assert "JSON integer" in errors[("body", "inputs", "score")]["hint"]
         assert errors[("body", "inputs", "topic")]["type"] == "missing"
         assert errors[("body", "inputs", "topic")]["hint"] == 'add "topic" to "inputs"'
 
-        unwrapped = client.post("/runs", json={"topic": "bees"}).json()["detail"]
-        assert unwrapped[0]["loc"] == ["body", "topic"]
-        assert unwrapped[0]["hint"].startswith('run inputs go under "inputs"')
+        unwrapped = {
+            tuple(e["loc"]): e
+            for e in client.post("/runs", json={"topic": "bees"}).json()["detail"]
+        }
+        assert unwrapped[("body", "topic")]["hint"].startswith('run inputs go under "inputs"')
+        assert unwrapped[("body", "inputs")]["type"] == "missing"  # required: topic is required
+        assert unwrapped[("body", "inputs")]["hint"].startswith("this workflow has required")
 
         broken = client.post("/runs", content=b"{", headers={"Content-Type": "application/json"})
         assert broken.status_code == 422
@@ -501,10 +494,11 @@ def test_serve_command_rejects_a_foreign_runs_table(tmp_path):
 
 def test_end_to_end_sigterm_then_restart(write_workflow, tmp_path):
     """The real server over HTTP: a run, SIGTERM with runs in flight, restart, records kept;
-    then SIGKILL with a run in flight, and the next server marks it failed."""
+    then SIGKILL with a run in flight, and the next server marks it failed when its lease
+    has expired."""
     workflow = write_workflow(SLOW.format(latency=1500))
     database = f"sqlite:///{tmp_path / 'runs.db'}"
-    with _server(workflow, database, tmp_path / "first.log") as (base, proc):
+    with serve_process(workflow, database, tmp_path / "first.log", args=ARGS) as (base, proc):
         with httpx.Client(base_url=base, timeout=30) as http:
             done = http.post("/runs", json={"inputs": {"topic": "kept"}}).json()
             assert done["status"] == "succeeded" and done["nodes"][0]["duration_ms"] >= 1500
@@ -520,7 +514,7 @@ def test_end_to_end_sigterm_then_restart(write_workflow, tmp_path):
     assert f"API docs:     {base}/docs" in log
     assert "1 run(s) did not finish in time and were marked failed" in log
 
-    with _server(workflow, database, tmp_path / "second.log") as (base, proc):
+    with serve_process(workflow, database, tmp_path / "second.log", args=ARGS) as (base, proc):
         with httpx.Client(base_url=base, timeout=30) as http:
             assert http.get(f"/runs/{done['id']}").json() == done
             first, second = (http.get(f"/runs/{i}").json() for i in ids)
@@ -532,16 +526,20 @@ def test_end_to_end_sigterm_then_restart(write_workflow, tmp_path):
         proc.kill()  # no graceful shutdown: the record stays "running" in the database
         proc.wait(30)
 
-    with _server(workflow, database, tmp_path / "third.log") as (base, proc):
+    with serve_process(workflow, database, tmp_path / "third.log", args=ARGS) as (base, proc):
         with httpx.Client(base_url=base, timeout=30) as http:
-            record = http.get(f"/runs/{cut}").json()
-            assert record["status"] == "failed"
-            assert record["error"]["message"] == STOPPED_REASON
+            # failed once the killed server's lease (2 s) has run out, not at once
+            record = wait_until(
+                lambda: (r := http.get(f"/runs/{cut}").json())["status"] == "failed" and r
+            )
+            assert record["error"]["message"].startswith(STOPPED_REASON + ": server replica ")
+            assert "stopped renewing its lease" in record["error"]["message"]
             assert http.get("/runs").json()["total"] == 4
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) in (0, -signal.SIGTERM)
     third = (tmp_path / "third.log").read_text()
-    assert "marked 1 run(s) left unfinished by a previous server as failed" in third
+    assert "marked 1 run(s) of server replica(s) " in third
+    assert "as failed: their lease expired" in third
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -574,39 +572,3 @@ def _leave_unfinished(url: str, workflow: str) -> None:
             store._upsert(conn, [{name: row.get(name) for name in COLUMNS} for row in rows])
     finally:
         store.engine.dispose()
-
-
-@contextmanager
-def _server(workflow: Path, database: str, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``serve`` in a subprocess on a free 127.0.0.1 port; killed at the end if still up."""
-    port = free_port()
-    code = "import typer; from configurable_agents.cli.serve import serve_command; "
-    code += "typer.run(serve_command)"
-    args = [str(workflow), "--port", str(port), "--database-url", database]
-    args += ["--max-concurrency", "1", "--grace-seconds", "1", "--no-access-log"]
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("CONFIGURABLE_AGENTS_API_KEY", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            assert proc.poll() is None, log.read_text()
-            try:
-                return httpx.get(f"{base}/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, timeout=60, every=0.1)
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)

@@ -112,7 +112,9 @@ def run(
             data["trace_error"] = result.trace_error
             print(json.dumps(data, default=str))
         else:
-            print_result(result, cost, Console(highlight=False, soft_wrap=True), console)
+            print_result(
+                result, cost, Console(highlight=False, soft_wrap=True, emoji=False), console
+            )
         raise typer.Exit(EXIT_OK if result.succeeded else EXIT_FAILED)
 
 
@@ -176,7 +178,7 @@ def validate(
                 for n in spec.nodes
             }
         )
-        Console(highlight=False).print(
+        Console(highlight=False, emoji=False).print(
             f"[green]✓[/green] {escape(str(workflow))} is valid: workflow "
             f"'{escape(spec.flow.name)}' v{escape(spec.flow.version)}, {len(spec.nodes)} "
             f"node(s), {len(spec.edges)} edge(s), provider(s): {', '.join(providers)}"

@@ -28,7 +28,8 @@ WorkflowArg = Annotated[Path, typer.Argument(help="The workflow file (.yaml).", 
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    # emoji=False: "wf.yaml:100:" must not print as "wf.yaml💯"
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def print_user_error(err: UserError, console: Console) -> None:

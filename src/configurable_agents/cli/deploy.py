@@ -35,7 +35,7 @@ def deploy_command(
 
     with guard(False, False):
         bundle = write_bundle(workflow, output, force=force)
-        console = Console(highlight=False, soft_wrap=True)
+        console = Console(highlight=False, soft_wrap=True, emoji=False)
         where = escape(str(bundle.directory))
         console.print(
             f"[green]✓[/green] wrote the deployment bundle of {escape(str(workflow))} to "

@@ -143,7 +143,7 @@ def _emit(
 
 def _stdout() -> Console:
     """Tables on stdout: the terminal's width, or 120 columns into a pipe or file."""
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 120)
 
 
 def _index_tip(uri: str, runs: int) -> None:

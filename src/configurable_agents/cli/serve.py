@@ -62,6 +62,15 @@ def serve_command(
             min=0,
         ),
     ] = 30.0,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            "--lease-seconds",
+            help="Replicas on one database: how long after this server stops renewing them "
+            "(it crashed or was killed) the others mark its unfinished runs failed.",
+            min=0.1,
+        ),
+    ] = 30.0,
     trace: Annotated[
         bool | None,
         typer.Option(
@@ -105,7 +114,7 @@ def serve_command(
                 Issue(f"--log-level {log_level!r} is unknown", hint="use " + ", ".join(_LOG_LEVELS))
             )
         tracing = setup_tracing(loaded, trace, console)
-        store = RunStore(database_url, compiled.name)
+        store = RunStore(database_url, compiled.name, lease_seconds=lease_seconds)
         app = create_app(
             compiled,
             database_url=store.url,
@@ -113,6 +122,7 @@ def serve_command(
             max_body_bytes=max_body_bytes,
             trace=tracing,
             grace_seconds=grace_seconds,
+            lease_seconds=lease_seconds,
         )
         config = uvicorn.Config(
             app,
@@ -125,7 +135,7 @@ def serve_command(
         )
         _log_like_uvicorn(config.log_level)
         store.open()  # fails here, with a clear message, if the database cannot be used
-        store.close()
+        store.close()  # (and migrates it: the app's store then finds it up to date)
         keyed = bool(os.environ.get(API_KEY_ENV))
         _announce(
             console,

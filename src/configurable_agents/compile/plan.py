@@ -27,7 +27,6 @@ from ..providers.errors import classify_error
 from ..tools import resolve_tool
 
 if TYPE_CHECKING:
-
     from ..pricing import PriceOverrides
 
 

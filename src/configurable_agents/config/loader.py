@@ -3,24 +3,29 @@
 The result is ``Document(data, lines)`` where ``lines`` maps a path such as
 ``("nodes", 1, "prompt")`` to the 1-based line that path starts on. Validation uses it to put a
 line number on every error. Guards against hostile input: size limit, binary content,
-duplicate keys and alias bombs (anchors that expand to millions of values).
+duplicate keys, alias bombs (anchors that expand to millions of values) and nesting deep enough
+to make the YAML parser crawl (checked on the text, before parsing).
 """
 
 from __future__ import annotations
 
 import datetime
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from ..exceptions import Issue, WorkflowFileError
 
 MAX_FILE_BYTES = 1_000_000
 MAX_VALUES = 100_000  # after alias expansion
+MAX_DEPTH = 64  # nested collections (block indentation plus flow [ and {); workflows need ~10
 
 Path_ = tuple[str | int, ...]
 
@@ -178,10 +183,32 @@ def parse_yaml(text: str, file: str) -> Document:
             "a workflow needs schema_version, flow, state, nodes and edges; "
             "see examples/article_writer.yaml",
         )
+    check_nesting(text, file)
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
-        root = yaml.load(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ReusedAnchorWarning)
+            root = yaml.load(text)
+    except ReusedAnchorWarning as exc:
+        found = re.findall(r"line (\d+)", str(exc))
+        anchor = re.search(r"duplicate anchor '([^']*)'", str(exc))
+        name = f" '&{anchor.group(1)}'" if anchor else ""
+        _fail(
+            file,
+            f"invalid YAML: anchor{name} is defined twice"
+            + (f" (first at line {found[0]})" if len(found) > 1 else ""),
+            "give each anchor (&name) its own name",
+            line=int(found[-1]) if found else None,
+        )
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        # ruamel fails like this on a mapping or list used as a mapping key ("? {a: 1}")
+        _fail(
+            file,
+            "invalid YAML: a mapping or list is used as a key",
+            "keys are plain names, e.g. prompt:; remove the '?' or the brackets before ':'",
+            line=_collection_key_line(text),
+        )
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -195,6 +222,15 @@ def parse_yaml(text: str, file: str) -> Document:
             problem = "duplicate key: " + str(exc.problem or "").strip()
             hint = "each key may appear once in a mapping; remove or rename the repeated one"
         _fail(file, f"invalid YAML: {problem}", hint, line=line)
+    except ReaderError as exc:  # a character YAML does not allow (no mark: a position)
+        line = text.count("\n", 0, max(0, exc.position)) + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character or 0)
+        _fail(
+            file,
+            f"invalid YAML: the character {char!r} (U+{ord(char[:1] or ' '):04X}) is not allowed",
+            "remove it; YAML files hold printable text (tabs and line breaks are fine)",
+            line=line,
+        )
     except YAMLError as exc:
         _fail(file, f"invalid YAML: {exc}", "fix the YAML syntax")
     except RecursionError:
@@ -210,6 +246,133 @@ def parse_yaml(text: str, file: str) -> Document:
             line=1,
         )
     return doc
+
+
+def _nested_too_deeply(file: str, line: int) -> NoReturn:
+    _fail(
+        file,
+        f"invalid YAML: nested too deeply (more than {MAX_DEPTH} levels of mappings, lists, "
+        "'[' or '{')",
+        "flatten the structure; a workflow needs a few levels of nesting, not dozens",
+        line=line,
+    )
+
+
+def check_nesting(text: str, file: str, limit: int = MAX_DEPTH) -> None:
+    """Fail with the line where the nesting of ``text`` passes ``limit`` levels.
+
+    A quick scan of the text, run before the YAML parser (which takes seconds, or overflows
+    the stack, on a few thousand levels): block levels are counted from indentation and
+    ``- `` entries, flow levels from ``[`` and ``{``, skipping quoted strings, comments, block
+    scalars (``|``, ``>``) and plain text. It only has to be right about deep nesting; a
+    file it misreads is still parsed, and judged, by the YAML parser.
+    """
+    stack: list[int] = []  # columns of the open block levels
+    flow = 0  # open '[' and '{'
+    quote = ""  # the quote character while inside a quoted scalar (may span lines)
+    block_parent = -1  # inside a block scalar: the indentation of the line that opened it
+    for number, line in enumerate(text.split("\n"), 1):
+        content = line.lstrip(" ")
+        col = len(line) - len(content)
+        if block_parent >= 0:
+            if not content.strip() or col > block_parent:
+                continue
+            block_parent = -1
+        pos = 0
+        if not quote and not flow:
+            if not content or content.startswith("#"):
+                continue
+            while stack and stack[-1] >= col:
+                stack.pop()
+            stack.append(col)
+            pos = col
+            while line.startswith(("- ", "? "), pos) or line[pos:] in ("-", "?"):
+                pos += 1
+                while pos < len(line) and line[pos] == " ":
+                    pos += 1
+                stack.append(pos)
+            if len(stack) > limit:
+                _nested_too_deeply(file, number)
+        peak, flow, quote, opened = _scan_line(line, pos, flow, quote)
+        if opened:
+            block_parent = col
+        if len(stack) + peak > limit:
+            _nested_too_deeply(file, number)
+
+
+def _scan_line(line: str, pos: int, flow: int, quote: str) -> tuple[int, int, str, bool]:
+    """Scan ``line`` from ``pos``: the deepest flow level on it, the flow level and open quote
+    after it, and whether it opens a block scalar."""
+    n = len(line)
+    peak = flow
+    value_start = not flow and not quote
+    while pos < n:
+        ch = line[pos]
+        if quote:
+            if quote == "'" and ch == "'":
+                if line.startswith("''", pos):
+                    pos += 2
+                    continue
+                quote = ""
+            elif quote == '"' and ch == "\\":
+                pos += 2
+                continue
+            elif quote == '"' and ch == '"':
+                quote = ""
+            pos += 1
+            continue
+        if ch in " \t":
+            pos += 1
+            continue
+        if ch == "#" and (pos == 0 or line[pos - 1] in " \t"):
+            break  # a comment
+        prev = line[pos - 1] if pos else " "
+        if flow:
+            if ch in "[{":
+                flow += 1
+                peak = max(peak, flow)
+            elif ch in "]}":
+                flow -= 1
+                value_start = not flow
+            elif ch in "'\"" and prev in " \t[{,:":
+                quote = ch
+            pos += 1
+            continue
+        # block context
+        if ch == ":" and (pos + 1 == n or line[pos + 1] in " \t"):
+            value_start = True
+            pos += 1
+            continue
+        if value_start and ch in "[{":
+            flow += 1
+            peak = max(peak, flow)
+        elif value_start and ch in "'\"":
+            quote = ch
+        elif value_start and ch in "|>":
+            return peak, flow, quote, True
+        elif value_start and ch in "&!*":  # an anchor, tag or alias, then maybe the value
+            while pos < n and line[pos] not in " \t":
+                pos += 1
+            continue
+        else:  # plain text up to the next ': ' (a key's value follows) or comment
+            end = _plain_end(line, pos)
+            value_start = False
+            pos = end
+            continue
+        value_start = False
+        pos += 1
+    return peak, flow, quote, False
+
+
+def _plain_end(line: str, pos: int) -> int:
+    n = len(line)
+    while pos < n:
+        if line[pos] == ":" and (pos + 1 == n or line[pos + 1] in " \t"):
+            return pos
+        if line[pos] == "#" and pos and line[pos - 1] in " \t":
+            return pos
+        pos += 1
+    return n
 
 
 def _plain(node: Any, path: Path_, doc: Document, budget: list[int], active: set[int]) -> Any:
@@ -273,6 +436,28 @@ def _plain(node: Any, path: Path_, doc: Document, budget: list[int], active: set
         "and mappings",
         line=doc.line_of(path),
     )
+
+
+def _collection_key_line(text: str) -> int | None:
+    """The line of the first mapping or list that is a mapping key (from the event stream)."""
+    stack: list[list[Any]] = []  # per open collection: [is_mapping, events seen at this level]
+    try:
+        for event in YAML(typ="rt").parse(text):
+            kind = type(event).__name__
+            if kind in ("MappingStartEvent", "SequenceStartEvent"):
+                if stack and stack[-1][0] and stack[-1][1] % 2 == 0:
+                    return int(event.start_mark.line) + 1
+                if stack:
+                    stack[-1][1] += 1
+                stack.append([kind == "MappingStartEvent", 0])
+            elif kind in ("MappingEndEvent", "SequenceEndEvent"):
+                if stack:
+                    stack.pop()
+            elif kind in ("ScalarEvent", "AliasEvent") and stack:
+                stack[-1][1] += 1
+    except (YAMLError, TypeError, ValueError):
+        return None
+    return None
 
 
 def load_document(path: str | Path) -> Document:

@@ -69,7 +69,13 @@ class _Collector:
         self, path: Path_, message: str, hint: str | None = None, line: int | None = None
     ) -> None:
         self.issues.append(
-            Issue(message, file=self.doc.file, line=line or self.doc.line_of(path), hint=hint)
+            Issue(
+                message,
+                file=self.doc.file,
+                line=line or self.doc.line_of(path),
+                hint=hint,
+                path=tuple(path),
+            )
         )
 
 
@@ -167,7 +173,8 @@ def _pydantic_issue(col: _Collector, err: Any) -> None:
         col.add(
             loc,
             f"{where}: {err['msg'][0].lower()}{err['msg'][1:]}{got}",
-            _type_hint(kind, str(loc[-1]) if loc else "", err.get("ctx") or {}),
+            _type_hint(kind, str(loc[-1]) if loc else "", err.get("ctx") or {})
+            or "see the file format (configurable-agents schema prints it)",
         )
 
 
@@ -175,6 +182,8 @@ def _type_hint(kind: str, key: str, ctx: dict[str, Any]) -> str | None:
     """A fix for a value of the wrong type or out of range, from pydantic's error kind."""
     if kind.startswith("int_"):
         return f"write a whole number without quotes, e.g. {key}: 25"
+    if kind == "finite_number":
+        return f"write a finite number, e.g. {key}: 10"
     if kind.startswith("float_"):
         return f"write a number without quotes, e.g. {key}: 0.5"
     if kind.startswith("bool_"):
@@ -367,8 +376,8 @@ def _check_valid_sections(col: _Collector, data: Any) -> None:
 def _check_duplicate_ids(col: _Collector, ids: list[Any]) -> None:
     seen: dict[Any, int] = {}
     for i, node_id in enumerate(ids):
-        if node_id is None:
-            continue
+        if not isinstance(node_id, (str, int)) or isinstance(node_id, bool):
+            continue  # missing, or a list/mapping/...: the shape check reports it
         if node_id in seen:
             col.add(
                 ("nodes", i, "id"),
@@ -461,7 +470,8 @@ def _check_nodes(
             col.add(
                 ("config", "llm", "responses", node_id),
                 f"config.llm.responses names node '{node_id}', which does not exist",
-                _did_you_mean(node_id, node_ids),
+                _did_you_mean(node_id, node_ids)
+                or "responses are keyed by node id; nodes are: " + ", ".join(sorted(node_ids)),
             )
         for j, answer in enumerate(answers):
             kind = answer.get("__error__")

@@ -14,11 +14,11 @@
 When an API key is set (``api_key=`` or ``CONFIGURABLE_AGENTS_API_KEY``) every other route
 needs ``Authorization: Bearer <key>`` (401 with ``WWW-Authenticate: Bearer`` otherwise).
 Errors are JSON ``{"detail": ...}``; bad inputs are 422 with one entry per problem
-(``loc``, ``msg``, ``type``, ``hint``), a body over ``max_body_bytes`` is 413.
+(``loc``, ``msg``, ``type``, ``hint``; ``loc`` from the problem's ``Issue.path``), a body over
+``max_body_bytes`` is 413. Every status a route can send is in the OpenAPI document.
 """
 
 import hmac
-import json
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,174 +28,38 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..compile.plan import CompiledWorkflow
-from ..config.types import type_adapter
 from ..config.validate import LoadedWorkflow
-from ..exceptions import InputError
+from ..exceptions import InputError, Issue, UserError
 from ..observe import metrics
 from ..run.executor import prepare
-from ..run.inputs import coerce_inputs
-from . import models
-from .records import COLUMNS, Record, RunStore
+from ..run.inputs import coerce_inputs, lone_surrogate
+from . import models, openapi
+from .http import JSON, BodyLimit, error, field_errors, http_error, validation_handler
+from .records import API_COLUMNS, DEFAULT_LEASE_SECONDS, Record, RunStore
 from .runner import Runner, ServerBusy, ServerStopping, default_concurrency
+from .tables import MAX_WORKFLOW_NAME, MAX_WORKFLOW_VERSION
 
 API_KEY_ENV = "CONFIGURABLE_AGENTS_API_KEY"
 DEFAULT_GRACE_SECONDS = 30.0
 DEFAULT_MAX_QUEUE = 10_000
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
-_QUOTED = re.compile(r"'([^']*)'")
 
 
-class _JSON(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str).encode()
-
-
-def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    return _JSON({"detail": detail}, status_code=status, headers=headers)
-
-
-class _BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is larger than {limit} bytes")
-
-
-class BodyLimit:
-    """413 for a request body over ``max_bytes``: at once when ``Content-Length`` says so,
-    else as soon as the bytes received pass the limit."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.max_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit() or int(value) > limit:
-                    response = _error(413, _BodyTooLarge(limit).detail)
-                    response.headers["Connection"] = "close"
-                    await response(scope, receive, send)
-                    return
-                break
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge(limit)
-            return message
-
-        await self.app(scope, limited, send)
-
-
-def _inputs_schema(compiled: CompiledWorkflow) -> dict[str, Any]:
-    """The workflow's state fields as the JSON Schema of ``inputs`` (for the docs)."""
-    spec = compiled.workflow.spec
-    properties: dict[str, Any] = {}
-    for name, fdef in spec.state.fields.items():
-        try:
-            schema = dict(type_adapter(compiled.state_types[name]).json_schema())
-        except Exception:  # noqa: BLE001 - documentation only
-            schema = {}
-        if "$defs" in json.dumps(schema):
-            schema = {"type": "object"}
-        schema.pop("title", None)
-        if fdef.description:
-            schema["description"] = fdef.description
-        if fdef.default is not None:
-            schema["default"] = fdef.default
-        properties[name] = schema
-    required = [n for n, f in spec.state.fields.items() if f.required]
-    return {"properties": properties, "required": required, "additionalProperties": False}
-
-
-def _request_model(compiled: CompiledWorkflow) -> type[BaseModel]:
-    example: dict[str, Any] = {
-        n: f"<{n}>" for n, f in compiled.workflow.spec.state.fields.items() if f.required
-    }
-    model: type[BaseModel] = create_model(
-        "RunRequest",
-        __config__=ConfigDict(
-            extra="forbid", json_schema_extra={"examples": [{"inputs": example, "tags": {}}]}
-        ),
-        inputs=(
-            dict[str, Any],
-            Field(
-                default_factory=dict,
-                description="The run's inputs: state fields of the workflow (strings are "
-                "converted by the field's type, as on the command line).",
-                json_schema_extra=_inputs_schema(compiled),
-            ),
-        ),
-        tags=(
-            dict[str, str],
-            Field(
-                default_factory=dict,
-                description="Kept with the run record and added to its trace "
-                "(user and team are queryable in reports).",
-            ),
-        ),
-    )
-    return model
-
-
-def _hint(error: dict[str, Any]) -> str | None:
-    loc = tuple(error.get("loc", ()))
-    kind = error.get("type", "")
-    if kind == "extra_forbidden" and len(loc) == 2 and loc[0] == "body":
-        return f'run inputs go under "inputs": {{"inputs": {{"{loc[1]}": ...}}}}'
-    if kind == "json_invalid" or (loc == ("body",) and kind in ("missing", "dict_type")):
-        return 'send a JSON object, e.g. {"inputs": {"topic": "..."}}'
-    if len(loc) >= 2 and loc[:2] == ("body", "tags"):
-        return 'tags are strings, e.g. {"tags": {"user": "ana"}}'
-    return None
-
-
-async def _validation_failed(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    detail = [
-        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"], "hint": _hint(e)}
-        for e in exc.errors()
-    ]
-    return _JSON({"detail": detail}, status_code=422)
-
-
-def _input_errors(exc: InputError, raw: dict[str, Any], fields: set[str]) -> Response:
-    detail = []
-    for issue in exc.issues:
-        names = [n for n in _QUOTED.findall(issue.message) if n in raw or n in fields]
-        name = names[0] if names else None
-        if name is None:
-            loc: list[str | int] = ["body", "inputs"]
-            kind = "invalid_input"
-        else:
-            loc = ["body", "inputs", name]
-            kind = (
-                "missing"
-                if name not in raw
-                else "unknown_input"
-                if name not in fields
-                else "invalid_input"
-            )
-        hint = issue.hint
-        if kind == "missing" and hint and hint.startswith("pass --input"):
-            hint = f'add "{name}" to "inputs"'
-        detail.append({"loc": loc, "msg": issue.message, "type": kind, "hint": hint})
-    return _JSON({"detail": detail}, status_code=422)
+def _strict_bool(value: Any) -> Any:
+    """Only ``true`` and ``false`` (what the schema's boolean means in a query string)."""
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("must be true or false")
 
 
 def _iso(value: Any) -> str | None:
@@ -204,7 +68,7 @@ def _iso(value: Any) -> str | None:
 
 def to_api(record: Record) -> dict[str, Any]:
     """A record as the API returns it (ISO 8601 UTC times, ``nodes`` always a list)."""
-    out = {name: record.get(name) for name in COLUMNS}
+    out = {name: record.get(name) for name in API_COLUMNS}
     out["created_at"] = _iso(out["created_at"])
     out["started_at"] = _iso(out["started_at"])
     out["finished_at"] = _iso(out["finished_at"])
@@ -244,7 +108,7 @@ def _auth(api_key: str) -> Callable[..., Awaitable[None]]:
     async def require_api_key(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)],
     ) -> None:
-        given = credentials.credentials.encode() if credentials else b""
+        given = credentials.credentials.encode("utf-8", "replace") if credentials else b""
         if not (credentials and hmac.compare_digest(given, expected)):
             raise HTTPException(
                 401,
@@ -253,6 +117,26 @@ def _auth(api_key: str) -> Callable[..., Awaitable[None]]:
             )
 
     return require_api_key
+
+
+def _check_storable(compiled: CompiledWorkflow) -> None:
+    """The workflow's name and version fit the run table's columns."""
+    flow = compiled.workflow.spec.flow
+    for what, value, limit in (
+        ("name", flow.name, MAX_WORKFLOW_NAME),
+        ("version", flow.version, MAX_WORKFLOW_VERSION),
+    ):
+        if len(value) > limit or lone_surrogate(value) is not None:
+            raise UserError(
+                Issue(
+                    f"flow.{what} is too long for the run database ({len(value)} characters; "
+                    f"the server stores up to {limit}) or is not Unicode text",
+                    file=compiled.workflow.file,
+                    line=compiled.workflow.document.line_of(("flow", what)),
+                    hint=f"shorten flow.{what}",
+                    path=("flow", what),
+                )
+            )
 
 
 def create_app(
@@ -265,6 +149,7 @@ def create_app(
     trace: bool | None = None,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     max_queue: int = DEFAULT_MAX_QUEUE,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> FastAPI:
     """The FastAPI app serving ``workflow`` (a path, ``load_workflow`` or ``compile_workflow``
     result; a path is validated and compiled here, raising ``UserError`` if it is bad).
@@ -275,21 +160,25 @@ def create_app(
     ``max_queue`` (then 503). ``api_key``: bearer token (default ``$CONFIGURABLE_AGENTS_API_KEY``;
     none: open). ``trace``: as ``run_workflow``'s (default: the workflow's
     ``observability.mlflow.enabled``). ``grace_seconds``: on shutdown, how long running runs may
-    take before they are recorded as failed.
+    take before they are recorded as failed. ``lease_seconds``: how long after this server
+    stops renewing them other replicas on the same database fail its in-flight runs.
     """
     compiled = prepare(workflow)
     concurrency = max_concurrency or default_concurrency(compiled)
     if concurrency < 1 or max_body_bytes < 1 or max_queue < 0 or grace_seconds < 0:
         raise ValueError("max_concurrency and max_body_bytes must be >= 1, the others >= 0")
+    if not lease_seconds > 0:
+        raise ValueError("lease_seconds must be > 0")
+    _check_storable(compiled)
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
     metrics.enable()
     spec = compiled.workflow.spec
-    fields = set(spec.state.fields)
-    run_request = _request_model(compiled)
+    run_request = openapi.request_model(compiled)
+    example = openapi.example_body(compiled)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = RunStore(database_url, compiled.name)
+        store = RunStore(database_url, compiled.name, lease_seconds=lease_seconds)
         runner = Runner(
             compiled,
             store,
@@ -319,21 +208,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(RequestValidationError, validation_handler(_compact(example)))
+    app.add_exception_handler(StarletteHTTPException, http_error)
     secured = [Depends(_auth(key))] if key else []
-    errors: dict[int | str, dict[str, Any]] = {
-        413: {"model": models.ErrorBody, "description": "The body is too large."},
-        422: {"model": models.ValidationErrorBody, "description": "Bad inputs."},
-        503: {"model": models.ErrorBody, "description": "Shutting down, or too many queued."},
-    }
-    if key:
-        errors[401] = {"model": models.ErrorBody, "description": "Missing or wrong API key."}
+    keyed = bool(key)
 
     async def create_run(
         request: Request,
         body: run_request,  # type: ignore[valid-type]
         wait: Annotated[
-            bool, Query(description="Wait for the result (true) or return 202 at once (false).")
+            bool,
+            BeforeValidator(_strict_bool),
+            Query(description="Wait for the result (true) or return 202 at once (false)."),
         ] = True,
         traceparent: Annotated[  # read with tracestate by _trace_headers; here for the docs
             str | None,
@@ -345,27 +231,28 @@ def create_app(
     ) -> Response:
         runner = _runner(request)
         raw: dict[str, Any] = body.inputs  # type: ignore[attr-defined]
+        tags: dict[str, str] = body.tags  # type: ignore[attr-defined]
+        bad_tags = _tag_issues(tags)
         try:
-            inputs = coerce_inputs(raw, spec, compiled.state_types)
+            inputs = coerce_inputs(raw, spec, compiled.state_types, json_values=True)
         except InputError as exc:
-            return _input_errors(exc, raw, fields)
+            return field_errors(exc.issues, bad_tags)
+        if bad_tags:
+            return field_errors([], bad_tags)
         try:
             record = await runner.submit(
-                inputs,
-                body.tags,  # type: ignore[attr-defined]
-                wait=wait,
-                trace_context=_trace_headers(request),
+                inputs, tags, wait=wait, trace_context=_trace_headers(request)
             )
         except ServerStopping:
-            return _error(503, "the server is shutting down")
+            return error(503, "the server is shutting down")
         except ServerBusy:
-            return _error(503, "too many runs are queued; retry later", {"Retry-After": "1"})
+            return error(503, "too many runs are queued; retry later", {"Retry-After": "1"})
         if wait:
             await runner.wait(record)
-            return _JSON(to_api(record))
+            return JSON(to_api(record))
         location = f"{request.scope.get('root_path', '')}/runs/{record['id']}"
         accepted = {"id": record["id"], "status": "queued"}
-        return _JSON(accepted, status_code=202, headers={"Location": location})
+        return JSON(accepted, status_code=202, headers={"Location": location})
 
     app.add_api_route(
         "/runs",
@@ -373,12 +260,9 @@ def create_app(
         methods=["POST"],
         dependencies=secured,
         summary="Run the workflow",
+        operation_id="create_run",
         response_model=None,
-        responses={
-            200: {"model": models.RunRecord, "description": "The finished run (wait=true)."},
-            202: {"model": models.RunAccepted, "description": "Queued (wait=false)."},
-            **errors,
-        },
+        responses=openapi.create_run_responses(keyed),
         tags=["runs"],
     )
 
@@ -386,8 +270,13 @@ def create_app(
         "/runs/{run_id}",
         dependencies=secured,
         summary="One run",
+        operation_id="get_run",
         response_model=None,
-        responses={200: {"model": models.RunRecord}, 404: {"model": models.ErrorBody}, **errors},
+        responses={
+            200: {"model": models.RunRecord, "description": "The run record."},
+            404: {"model": models.ErrorBody, "description": "No run with this id."},
+            **openapi.error_responses(keyed=keyed, validated=True),
+        },
         tags=["runs"],
     )
     async def get_run(request: Request, run_id: str) -> Response:
@@ -396,21 +285,29 @@ def create_app(
         if record is None and _RUN_ID.fullmatch(run_id):
             record = await run_in_threadpool(runner.store.get, run_id)
         if record is None:
-            return _error(404, f"no run with id {run_id!r}")
-        return _JSON(to_api(record))
+            return error(404, f"no run with id {run_id!r}")
+        return JSON(to_api(record))
 
     @app.get(
         "/runs",
         dependencies=secured,
         summary="Run records, newest first",
+        operation_id="list_runs",
         response_model=None,
-        responses={200: {"model": models.RunPage}, **errors},
+        responses={
+            200: {"model": models.RunPage, "description": "One page of run records."},
+            **openapi.error_responses(keyed=keyed, validated=True),
+        },
         tags=["runs"],
     )
     async def list_runs(
         request: Request,
-        limit: Annotated[int, Query(ge=1, le=500, description="Records per page.")] = 50,
-        offset: Annotated[int, Query(ge=0, description="Records to skip.")] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=openapi.MAX_LIMIT, description="Records per page.")
+        ] = 50,
+        offset: Annotated[
+            int, Query(ge=0, le=openapi.MAX_OFFSET, description="Records to skip.")
+        ] = 0,
         status: Annotated[
             models.RunStatus | None, Query(description="Only runs in this status.")
         ] = None,
@@ -421,12 +318,23 @@ def create_app(
         )
         items = [runner.live(r["id"]) or r for r in items]
         nxt = None
-        if offset + len(items) < total:
+        if offset + len(items) < total and offset + limit <= openapi.MAX_OFFSET:
             nxt = str(request.url.include_query_params(offset=offset + limit, limit=limit))
         page = {"items": [to_api(r) for r in items], "total": total, "limit": limit}
-        return _JSON({**page, "offset": offset, "next": nxt})
+        return JSON({**page, "offset": offset, "next": nxt})
 
-    @app.get("/health", summary="Liveness and load", response_model=models.Health, tags=["server"])
+    @app.get(
+        "/health",
+        summary="Liveness and load",
+        operation_id="health",
+        response_model=None,
+        responses={
+            200: {"model": models.Health, "description": "Serving."},
+            **openapi.error_responses(keyed=False, validated=False),
+            503: {"model": models.Health, "description": "Shutting down (status: stopping)."},
+        },
+        tags=["server"],
+    )
     async def health(request: Request) -> Response:
         runner = _runner(request)
         data = {
@@ -437,15 +345,20 @@ def create_app(
             "active_runs": runner.running,
             "queued_runs": runner.queued,
             "max_concurrency": runner.max_concurrency,
+            "replica": runner.store.replica,
         }
-        return _JSON(data, status_code=503 if runner.stopping else 200)
+        return JSON(data, status_code=503 if runner.stopping else 200)
 
     @app.get(
         "/metrics",
         dependencies=secured,
         summary="Prometheus metrics",
+        operation_id="metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {}}}},
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **openapi.error_responses(keyed=keyed, validated=False),
+        },
         tags=["server"],
     )
     async def prometheus_metrics() -> Response:
@@ -454,3 +367,25 @@ def create_app(
         return Response(generate_latest(metrics.registry()), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _tag_issues(tags: dict[str, str]) -> list[Issue]:
+    issues = []
+    for name, value in tags.items():
+        if lone_surrogate(name) is not None or lone_surrogate(value) is not None:
+            issues.append(
+                Issue(
+                    f"tag {name!r} holds a lone surrogate, which is not Unicode text and "
+                    "cannot be stored",
+                    hint="send valid UTF-8 text",
+                    path=(name,),
+                    code="invalid_input",
+                )
+            )
+    return issues
+
+
+def _compact(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(", ", ": "))

@@ -88,6 +88,9 @@ class Health(BaseModel):
     active_runs: int = Field(description="Runs executing now.")
     queued_runs: int = Field(description="Runs waiting for a free slot.")
     max_concurrency: int
+    replica: str = Field(
+        description="This server process's id in the run database (the owner of its runs)."
+    )
 
 
 class FieldError(BaseModel):

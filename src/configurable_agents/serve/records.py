@@ -1,247 +1,199 @@
-"""Run records in SQL (SQLAlchemy Core): SQLite by default, PostgreSQL (or any SQLAlchemy
-database) by URL.
-
-One table, ``runs``, one row per run: status (``queued`` → ``running`` → ``succeeded`` /
-``failed``), inputs, tags, outputs, error, trace id, cost, token usage, per-node timings and
-timestamps (naive UTC). Rows are scoped by workflow name, so servers of different workflows can
-share one database.
+"""Run records in SQL (``tables.runs``), safe for several server replicas on one database.
 
 Writes go through one background thread that commits whatever has queued up in one
-transaction (the last snapshot of each run wins), so a busy server makes few, cheap commits and
-SQLite never sees two writers. A caller that must know its row is stored passes ``on_commit``.
+transaction (the last snapshot of each run wins), so a busy server makes few, cheap commits
+(the only other writer is the lease heartbeat, a few statements every third of a lease). A
+caller that must know its row is stored passes ``on_commit``.
 In-flight states may be deferred: written only if the run is still in flight a second later,
 so that a short run costs one row write, not three.
-On ``open()``, rows a previous process left ``queued`` or ``running`` are marked failed: that
-process stopped before they finished.
+
+A write that fails is not lost at once: ``RunStore._retry_later`` retries it with exponential
+backoff (``retry_attempts`` times, up to ``retry_max_delay`` apart, at most ``max_pending``
+records), then gives it up with an error in the log. That function is the one place a failed
+write goes, so that it can hand records to a durable spool instead.
+
+Replicas: every store has a ``replica`` id and writes its in-flight rows with a lease, which
+its heartbeat renews; other replicas fail the runs of one whose leases expire (``leases``).
+The schema is created and migrated by Alembic when the store opens (``migrate``).
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    DateTime,
-    Engine,
-    Float,
-    Index,
-    MetaData,
-    String,
-    Table,
-    create_engine,
-    event,
-    func,
-    inspect,
-    select,
-    update,
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from ..exceptions import Issue, MissingExtraError, UserError
+from ..exceptions import Issue, UserError
+from . import leases, migrate
+from .leases import IN_FLIGHT, STOPPED_REASON, stopped_error
+from .tables import (
+    API_COLUMNS,
+    COLUMNS,
+    DEFAULT_DATABASE_FILE,
+    create_store_engine,
+    default_database_url,
+    describe_url,
+    metadata,
+    runs,
+    utcnow,
+)
+
+__all__ = [
+    "API_COLUMNS",
+    "COLUMNS",
+    "DEFAULT_DATABASE_FILE",
+    "DEFAULT_LEASE_SECONDS",
+    "STOPPED_REASON",
+    "Record",
+    "RunStore",
+    "default_database_url",
+    "describe_url",
+    "metadata",
+    "stopped_error",
+    "utcnow",
+]
 
 log = logging.getLogger("configurable_agents.serve")
 
-DEFAULT_DATABASE_FILE = "configurable_agents_runs.db"
-STOPPED_REASON = "server stopped before the run finished"
-STOPPED_ERROR_TYPE = "ServerStopped"
 STATUSES = ("queued", "running", "succeeded", "failed")
 FINISHED = ("succeeded", "failed")
-_WRITE_RETRIES = 3
+DEFAULT_LEASE_SECONDS = leases.DEFAULT_LEASE_SECONDS
 _BATCH = 500
-
-metadata = MetaData()
-runs = Table(
-    "runs",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("workflow", String(200), nullable=False),
-    Column("workflow_version", String(64), nullable=False, default=""),
-    Column("status", String(16), nullable=False),
-    Column("inputs", JSON, nullable=False),
-    Column("tags", JSON, nullable=False),
-    Column("outputs", JSON),
-    Column("error", JSON),
-    Column("run_id", String(32)),
-    Column("trace_id", String(64)),
-    Column("cost_usd", Float),
-    Column("usage", JSON),
-    Column("duration_ms", Float),
-    Column("nodes", JSON),
-    Column("created_at", DateTime, nullable=False),
-    Column("started_at", DateTime),
-    Column("finished_at", DateTime),
-    Index("ix_runs_workflow_created", "workflow", "created_at"),
-    Index("ix_runs_status", "status"),
-)
-COLUMNS = tuple(c.name for c in runs.columns)
+_TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 Record = dict[str, Any]
 OnCommit = Callable[[BaseException | None], None]
 _Item = tuple[Record, OnCommit | None, bool]  # snapshot, callback, deferred
 
 
-def utcnow() -> datetime:
-    """Naive UTC (what the ``DateTime`` columns hold on every database)."""
-    return datetime.now(UTC).replace(tzinfo=None)
+@dataclass
+class _Entry:
+    """A row on its way to the database, with whoever waits for it."""
 
-
-def default_database_url() -> str:
-    return f"sqlite:///{Path.cwd() / DEFAULT_DATABASE_FILE}"
-
-
-def describe_url(url: str) -> str:
-    """The URL with its password hidden (for messages)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
-
-
-def stopped_error(message: str = STOPPED_REASON) -> dict[str, Any]:
-    return {"type": STOPPED_ERROR_TYPE, "message": message, "node": None}
-
-
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
-
-
-def create_store_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, ``synchronous=NORMAL`` and a busy timeout."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise UserError(
-            Issue(
-                f"--database-url {url!r} is not a database URL: {exc}",
-                hint="e.g. sqlite:///runs.db or postgresql+psycopg2://user:pw@host/db",
-            )
-        ) from None
-    sqlite = parsed.get_backend_name() == "sqlite"
-    kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
-    if sqlite:
-        kwargs["connect_args"] = {"check_same_thread": False}
-        if parsed.database in (None, "", ":memory:"):
-            kwargs["poolclass"] = StaticPool  # one shared in-memory database
-        else:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    elif parsed.get_backend_name() == "postgresql":
-        kwargs["pool_pre_ping"] = True
-    try:
-        engine = create_engine(parsed, **kwargs)
-    except ImportError as exc:
-        if parsed.get_backend_name() == "postgresql":
-            raise MissingExtraError("psycopg2-binary", "postgres", "A PostgreSQL run store") from (
-                exc
-            )
-        raise UserError(
-            Issue(f"no database driver for {describe_url(url)}: {exc}", hint="install the driver")
-        ) from None
-    except (ArgumentError, ValueError) as exc:
-        raise UserError(Issue(f"bad database URL {describe_url(url)}: {exc}")) from None
-    if sqlite:
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA busy_timeout=10000")
-            if parsed.database not in (None, "", ":memory:"):
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-    return engine
-
-
-def _row_to_record(row: Any) -> Record:
-    return {name: row[name] for name in COLUMNS}
+    row: Record
+    callbacks: list[OnCommit] = field(default_factory=list)
+    attempt: int = 0  # failed writes so far
 
 
 class RunStore:
-    """The ``runs`` table of one workflow: background writes, direct reads."""
+    """The ``runs`` table of one workflow: background writes, direct reads, leases."""
 
     defer_seconds = 1.0  # how long a deferred snapshot waits for a newer one
+    retry_delay = 0.5  # first retry of a failed write after this many seconds, then doubling
+    retry_max_delay = 30.0
+    retry_attempts = 12  # about 3.5 minutes of retries at the defaults
+    max_pending = 10_000  # records waiting for a retry; beyond that new failures are given up
 
-    def __init__(self, url: str | None, workflow: str) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        workflow: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        replica: str | None = None,
+    ) -> None:
+        if not lease_seconds > 0:
+            raise ValueError("lease_seconds must be > 0")
         self.url = url or default_database_url()
         self.workflow = workflow
+        self.lease_seconds = float(lease_seconds)
+        self.replica = (replica or leases.new_replica_id())[:64]
         self.engine = create_store_engine(self.url)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._stop_beat = threading.Event()
         self._closed = False
+        self._draining = False  # the writer is stopping: failures are given up, not retried
+        self._pending: dict[str, tuple[float, _Entry]] = {}  # run id -> (when due, entry)
+        self._retry_due: list[tuple[float, str]] = []  # heap; stale entries too
+        self._failing = False  # the last write failed (log once per outage)
         self._upsert = self._make_upsert()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def open(self) -> int:
-        """Create the table if needed, mark runs a previous process left unfinished as
-        failed (return how many), and start the writer."""
+        """Migrate the schema (Alembic, under a lock), mark the runs that can no longer finish
+        as failed (return how many), and start the writer and the heartbeat."""
         try:
-            self._check_table()
-            metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                unfinished = runs.c.status.in_(("queued", "running"))
-                marked = conn.execute(
-                    update(runs)
-                    .where(runs.c.workflow == self.workflow, unfinished)
-                    .values(status="failed", error=stopped_error(), finished_at=utcnow())
-                ).rowcount
+            migrate.upgrade(self.engine, self.url)
+            marked = self._fail_orphans()
+            marked += self.reap()
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise UserError(
                 Issue(
                     f"cannot use the run database {describe_url(self.url)}: "
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+                    f"{type(exc).__name__}: {_first_line(exc)}",
                     hint="check --database-url and that the database server is up",
                 )
             ) from None
-        if marked:
-            log.warning("marked %d run(s) left unfinished by a previous server as failed", marked)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._thread = threading.Thread(
             target=self._write_loop, name="configurable-agents-records", daemon=True
         )
         self._thread.start()
-        return int(marked or 0)
+        self._heartbeat = threading.Thread(
+            target=leases.beat,
+            args=(self, self._stop_beat),
+            name="configurable-agents-leases",
+            daemon=True,
+        )
+        self._heartbeat.start()
+        return marked
 
     def close(self, timeout: float = 10.0) -> bool:
-        """Write what is queued (waiting up to ``timeout`` s), stop the writer, dispose the
-        engine. ``False`` when the writer did not finish in time."""
+        """Write what is queued (waiting up to ``timeout`` s; failed writes are tried once
+        more, not retried for minutes), stop the writer and the heartbeat, dispose the engine.
+        ``False`` when the writer did not finish in time."""
         done = True
         self._closed = True
+        self._stop_beat.set()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
             done = not self._thread.is_alive()
             self._thread = None
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout)
+            self._heartbeat = None
         self.engine.dispose()
         return done
 
-    def _check_table(self) -> None:
-        existing = inspect(self.engine)
-        if not existing.has_table("runs"):
-            return
-        have = {c["name"] for c in existing.get_columns("runs")}
-        missing = [name for name in COLUMNS if name not in have]
-        if missing:
-            raise UserError(
-                Issue(
-                    f"the database {describe_url(self.url)} already has a 'runs' table that is "
-                    f"not a configurable-agents run table (no column(s) {', '.join(missing)})",
-                    hint="give the server its own database with --database-url "
-                    "(an MLflow tracking database has a 'runs' table of its own)",
-                )
-            )
+    def _fail_orphans(self) -> int:
+        return leases.fail_orphans(self)
+
+    # -- leases (see ``leases``) -------------------------------------------------------------
+
+    def renew(self) -> int:
+        """Extend the lease of this replica's in-flight rows; return how many."""
+        return leases.renew(self)
+
+    def reap(self) -> int:
+        """Mark other replicas' in-flight rows whose lease has passed as failed; return how
+        many."""
+        return leases.reap(self)
+
+    def lease_end(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.lease_seconds)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -249,7 +201,8 @@ class RunStore:
         self, record: Record, on_commit: OnCommit | None = None, *, defer: bool = False
     ) -> None:
         """Queue a snapshot of ``record`` (every column) for writing; ``on_commit(error)`` is
-        called from the writer thread once it is committed (``error`` None) or given up.
+        called once from the writer thread: when it is committed (``error`` None), or when it
+        is given up after the retries (the last error).
 
         ``defer``: write it only if no newer snapshot of the run comes within
         ``defer_seconds`` (for in-flight states: a short run is then written once, finished).
@@ -258,7 +211,7 @@ class RunStore:
             if on_commit is not None:
                 on_commit(RuntimeError("the run store is closed"))
             return
-        row = {name: record.get(name) for name in COLUMNS}
+        row = {name: record.get(name) for name in API_COLUMNS}
         self._queue.put((row, on_commit, defer and on_commit is None))
 
     def _make_upsert(self) -> Callable[[Any, list[Record]], None]:
@@ -293,7 +246,8 @@ class RunStore:
         due: list[tuple[float, str]] = []  # a heap of (when due, run id); stale entries too
         stop = False
         while not stop:
-            wait = None if not due else max(0.0, due[0][0] - time.monotonic())
+            wake = [heap[0][0] for heap in (due, self._retry_due) if heap]
+            wait = None if not wake else max(0.0, min(wake) - time.monotonic())
             try:
                 first: _Item | None = self._queue.get(timeout=wait)
                 items = [first]
@@ -304,10 +258,11 @@ class RunStore:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            batch: list[tuple[Record, OnCommit | None]] = []
+            batch: dict[str, _Entry] = {}
             for item in items:
                 if item is None:
                     stop = True
+                    self._draining = True
                     break
                 row, on_commit, defer = item
                 if defer:
@@ -318,45 +273,114 @@ class RunStore:
                     deferred[row["id"]] = (when, row)
                 else:
                     deferred.pop(row["id"], None)
-                    batch.append((row, on_commit))
+                    self._add(batch, row, [on_commit] if on_commit else [])
             now = time.monotonic()
             while due and (stop or due[0][0] <= now):
                 when, run_id = heapq.heappop(due)
                 entry = deferred.get(run_id)
                 if entry is not None and entry[0] == when:
                     del deferred[run_id]
-                    batch.insert(0, (entry[1], None))
+                    if run_id not in batch:  # a newer snapshot came meanwhile
+                        self._add(batch, entry[1], [])
+            while self._retry_due and (stop or self._retry_due[0][0] <= now):
+                when, run_id = heapq.heappop(self._retry_due)
+                pending = self._pending.get(run_id)
+                if pending is not None and pending[0] == when:
+                    del self._pending[run_id]
+                    if run_id in batch:
+                        batch[run_id].callbacks.extend(pending[1].callbacks)
+                    else:
+                        batch[run_id] = pending[1]
             if batch:
-                self._write(batch)
+                self._write(list(batch.values()))
 
-    def _write(self, batch: list[tuple[Record, OnCommit | None]]) -> None:
-        rows: dict[str, Record] = {}
-        for row, _ in batch:
-            rows.pop(row["id"], None)  # keep first-queued order, last snapshot
-            rows[row["id"]] = row
-        error: BaseException | None = None
-        for attempt in range(_WRITE_RETRIES):
-            try:
-                with self.engine.begin() as conn:
-                    self._upsert(conn, list(rows.values()))
-                error = None
-                break
-            except SQLAlchemyError as exc:
-                error = exc
-                time.sleep(0.2 * (attempt + 1))
-        if error is not None:
+    def _add(self, batch: dict[str, _Entry], row: Record, callbacks: list[OnCommit]) -> None:
+        """Put a snapshot in ``batch`` (replacing an older one of its run, and a failed write
+        of it waiting for a retry, whose callbacks now wait for this one)."""
+        run_id = row["id"]
+        entry = batch.pop(run_id, None)
+        pending = self._pending.pop(run_id, None)
+        waiting = (entry.callbacks if entry else []) + (pending[1].callbacks if pending else [])
+        batch[run_id] = _Entry(row, waiting + callbacks)
+
+    def _write(self, entries: list[_Entry]) -> None:
+        error = self._try_write([e.row for e in entries])
+        if error is None:
+            done = entries
+        elif len(entries) > 1 and not isinstance(error, _TRANSIENT):
+            # Not the database being away: find the row(s) it refuses, write the others.
+            done = []
+            for entry in entries:
+                single = self._try_write([entry.row])
+                if single is None:
+                    done.append(entry)
+                else:
+                    self._retry_later(entry, single)
+        else:
+            done = []
+            for entry in entries:
+                self._retry_later(entry, error)
+        if done and self._failing and not self._pending:
+            log.warning("run records are written to %s again", describe_url(self.url))
+            self._failing = False
+        for entry in done:
+            _notify(entry, None)
+
+    def _try_write(self, rows: list[Record]) -> BaseException | None:
+        lease = self.lease_end()
+        stamped = [
+            {
+                **row,
+                "owner": self.replica,
+                "lease_until": lease if row.get("status") in IN_FLIGHT else None,
+            }
+            for row in rows
+        ]
+        try:
+            with self.engine.begin() as conn:
+                self._upsert(conn, stamped)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the rows are retried
+            return exc
+        return None
+
+    def _retry_later(self, entry: _Entry, error: BaseException) -> None:
+        """Where a record whose write failed goes: retried in this process with exponential
+        backoff, a bounded number of times, then given up (its callbacks get the error).
+        The one function to change to hand such records to a durable spool instead."""
+        if not self._failing:
+            self._failing = True
             log.warning(
-                "could not write %d run record(s) to %s: %s",
-                len(rows),
+                "could not write run record(s) to %s: %s: %s; retrying",
                 describe_url(self.url),
-                str(error).splitlines()[0],
+                type(error).__name__,
+                _first_line(error),
             )
-        for _, on_commit in batch:
-            if on_commit is not None:
-                try:
-                    on_commit(error)
-                except Exception:  # a callback must not stop the writer
-                    log.exception("run record callback failed")
+        entry.attempt += 1
+        run_id = entry.row["id"]
+        if (
+            self._draining
+            or entry.attempt > self.retry_attempts
+            or len(self._pending) >= self.max_pending
+        ):
+            log.error(
+                "gave up writing run record %s (%s) to %s after %d attempt(s): %s: %s",
+                run_id,
+                entry.row.get("status"),
+                describe_url(self.url),
+                entry.attempt,
+                type(error).__name__,
+                _first_line(error),
+            )
+            _notify(entry, error)
+            return
+        delay = min(self.retry_max_delay, self.retry_delay * 2 ** (entry.attempt - 1))
+        when = time.monotonic() + delay * random.uniform(0.8, 1.2)
+        self._pending[run_id] = (when, entry)
+        heapq.heappush(self._retry_due, (when, run_id))
+
+    def pending_retries(self) -> int:
+        """Records whose write failed and waits for a retry."""
+        return len(self._pending)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -389,3 +413,20 @@ class RunStore:
             items = [_row_to_record(r) for r in conn.execute(query).mappings()]
             total = conn.execute(select(func.count()).select_from(runs).where(*where)).scalar()
         return items, int(total or 0)
+
+
+def _row_to_record(row: Any) -> Record:
+    return {name: row[name] for name in COLUMNS}
+
+
+def _notify(entry: _Entry, error: BaseException | None) -> None:
+    for on_commit in entry.callbacks:
+        try:
+            on_commit(error)
+        except Exception:  # a callback must not stop the writer
+            log.exception("run record callback failed")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -10,7 +10,9 @@ queued and running states are written deferred (a run still in flight after
 ``RunStore.defer_seconds`` is in the database as such; a shorter one is written once), except
 that ``wait=false`` waits until the queued record is stored before handing out its id. The
 finished record is written by the run's worker thread, which waits for the commit: a run is in
-the database before it is reported, and only then leaves memory.
+the database before it is reported, and only then leaves memory. A write that fails is retried
+by the store (``RunStore._retry_later``); the record stays in memory until it is written or
+given up.
 
 Shutdown: ``begin_shutdown`` (on SIGTERM, or when the app's lifespan ends) refuses new runs and
 fails the queued ones at once; ``shutdown`` then gives running ones until the grace period ends,
@@ -40,6 +42,7 @@ DEFAULT_CONCURRENCY = 16
 LOCAL_CONCURRENCY = 1
 NOT_STARTED_REASON = "server stopped before the run started"
 STORE_TIMEOUT = 60.0  # how long a worker waits for its finished record to be written
+ACCEPT_TIMEOUT = 10.0  # how long POST /runs?wait=false waits for the queued record
 
 
 class ServerStopping(Exception):
@@ -215,28 +218,47 @@ class Runner:
 
     def _execute(self, record: Record) -> tuple[Record | None, bool]:
         """On a worker thread: run the workflow, store the finished record, and return its
-        finished fields (None if shutdown failed the run meanwhile) and whether it is stored.
+        finished fields (None if shutdown failed the run meanwhile) and whether it may leave
+        memory now (stored, or given up by the store).
 
-        Storing here, not back on the event loop, spares the loop one wake-up per run."""
+        Storing here, not back on the event loop, spares the loop one wake-up per run. A
+        record the store is still retrying after ``STORE_TIMEOUT`` stays in memory (so
+        ``GET /runs/{id}`` still finds it) until the store has written it or given it up."""
         context = self._contexts.pop(record["id"], None)
         outcome = self._outcome(record["inputs"], record["tags"], context)
         committed = threading.Event()
         errors: list[BaseException | None] = []
+        late = threading.Event()  # set once this worker stopped waiting for the commit
 
         def on_commit(error: BaseException | None) -> None:
             errors.append(error)
             committed.set()
+            if late.is_set():
+                self._forget_threadsafe(record)
 
         with self._finishing:
             if record["status"] != "running":
                 return None, False
             record["_finished"] = True  # _stop leaves it alone from now on
             self.store.save({**record, **outcome}, on_commit)
-        if not committed.wait(STORE_TIMEOUT) or errors[0] is not None:
-            error = errors[0] if errors else f"not written within {STORE_TIMEOUT:g} s"
-            log.warning("run %s was not stored: %s", record["id"], error)
+        in_time = committed.wait(STORE_TIMEOUT)
+        late.set()
+        if not in_time and not committed.is_set():
+            log.warning(
+                "run %s is not stored yet (not within %g s); it stays in memory until it is",
+                record["id"],
+                STORE_TIMEOUT,
+            )
             return outcome, False
+        if errors[0] is not None:
+            log.warning("run %s was not stored: %s", record["id"], errors[0])
         return outcome, True
+
+    def _forget_threadsafe(self, record: Record) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: memory goes with it
+                loop.call_soon_threadsafe(self._forget, record)
 
     def _outcome(
         self, inputs: dict[str, Any], tags: dict[str, str], context: dict[str, str] | None
@@ -288,7 +310,9 @@ class Runner:
     @staticmethod
     async def _settle(record: Record, stored: asyncio.Future[None]) -> None:
         try:
-            await asyncio.shield(stored)
+            await asyncio.wait_for(asyncio.shield(stored), ACCEPT_TIMEOUT)
+        except TimeoutError:  # the store keeps retrying; the run goes on meanwhile
+            log.warning("run %s is not stored yet; answering without waiting", record["id"])
         except Exception as exc:  # noqa: BLE001 - the run goes on; its result is still returned
             log.warning("run %s was not stored: %s", record["id"], exc)
 
@@ -312,10 +336,12 @@ class Runner:
         return future
 
     def _track(self, record: Record, future: asyncio.Future[None]) -> None:
-        """Drop a finished record from memory once it is stored (kept if storing failed)."""
+        """Drop a finished record from memory once it is stored, or given up by the store
+        after its retries (memory stays bounded; the store logged the loss)."""
 
         def forget(done: asyncio.Future[None]) -> None:
-            if not done.cancelled() and done.exception() is None:
+            if not done.cancelled():
+                done.exception()  # retrieved: the store has logged it
                 self._forget(record)
 
         future.add_done_callback(forget)

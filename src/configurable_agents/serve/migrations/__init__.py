@@ -1,0 +1,1 @@
+"""Alembic revisions of the run database (applied by ``serve.migrate.upgrade``)."""

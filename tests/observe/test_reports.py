@@ -22,9 +22,9 @@ import typer
 from typer.testing import CliRunner
 
 import configurable_agents as ca
-from configurable_agents.cli.report import observability_app, report_app
+from configurable_agents.cli.observability import observability_app
+from configurable_agents.cli.report import report_app
 from configurable_agents.exceptions import InputError
-from configurable_agents.observe import status as status_file
 from configurable_agents.observe.report.reports import (
     cost_report,
     ensure_report_indexes,
@@ -32,6 +32,8 @@ from configurable_agents.observe.report.reports import (
     profile_report,
     resolve_period,
 )
+from configurable_agents.observe.trace.spool import STATE_DIR_ENV, open_spool, spool_path
+from configurable_agents.observe.trace.targets import MlflowTarget
 
 from conftest import EXAMPLES, FAILING, MINIMAL, RETRY
 
@@ -111,7 +113,7 @@ def isolated(root: Path) -> pytest.MonkeyPatch:
     """A module fixture's own cwd and status dir (the autouse isolation is per test)."""
     mp = pytest.MonkeyPatch()
     mp.chdir(root)
-    mp.setenv(status_file.STATE_DIR_ENV, str(root / "state"))
+    mp.setenv(STATE_DIR_ENV, str(root / "state"))
     mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     return mp
 
@@ -465,6 +467,13 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
     copy = sqlite3.connect(tmp_path / "copy.db")
     source.backup(copy)
     source.close()
+    # The writer created them when it first opened the store: drop them to compare.
+    assert {"ca_report_chat_spans", "ca_report_agent_spans"} <= {
+        row[0] for row in copy.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    copy.execute("DROP INDEX ca_report_chat_spans")
+    copy.execute("DROP INDEX ca_report_agent_spans")
+    copy.commit()
     copy.close()
     uri = f"sqlite:///{tmp_path / 'copy.db'}"
     before = [cost_report(uri, breakdown=True), profile_report(uri)]
@@ -641,8 +650,10 @@ def test_cli_missing_store_and_missing_mlflow_exit_2(tmp_path, monkeypatch):
 
 
 def test_status_shows_where_traces_go_the_last_24h_and_the_last_error(store):
-    status_file.record_success(store.uri)
-    status_file.record_error(store.uri, "OperationalError: database is locked")
+    spool = open_spool(spool_path())
+    sink = spool.sink_id(MlflowTarget(store.uri, "reports").sink())
+    spool.delivered(sink, [0])  # a success recorded (no record 0: nothing else changes)
+    spool.note_error(sink, "OperationalError: database is locked")
     info = observability_status(store.uri, "reports")
     assert info["tracking_uri"] == store.uri and info["reachable"] is True
     assert info["traces_last_24h"] == 7 and info["experiments"] == ["reports"]

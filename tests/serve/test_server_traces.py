@@ -11,8 +11,7 @@ import threading
 import httpx
 import pytest
 
-from serve.test_server import _server
-
+from .procs import serve_process
 from conftest import MINIMAL
 
 mlflow = pytest.importorskip("mlflow")
@@ -29,7 +28,11 @@ def test_sigkill_under_load_then_flush_loses_no_answered_trace(write_workflow, t
     answered: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
-    with _server(workflow, f"sqlite:///{tmp_path / 'runs.db'}", tmp_path / "log") as (base, proc):
+    runs = f"sqlite:///{tmp_path / 'runs.db'}"
+    with serve_process(workflow, runs, tmp_path / "log", args=("--max-concurrency", "4")) as (
+        base,
+        proc,
+    ):
 
         def load() -> None:
             with httpx.Client(base_url=base, timeout=30) as http:

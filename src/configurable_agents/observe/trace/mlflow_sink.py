@@ -21,6 +21,7 @@ import logging
 import os
 import sqlite3
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,11 @@ from .spool import SpoolRecord
 from .targets import mask_url, sqlite_path
 
 log = logging.getLogger("configurable_agents.observe")
+# SQLAlchemy says so when MLflow reflects its ``spans`` table and meets our report indexes
+# (expression indexes it cannot reflect): harmless, and not for the user's terminal.
+warnings.filterwarnings(
+    "ignore", message="Skipped unsupported reflection of expression-based index"
+)
 
 # MLflow 3.17's schema head. Another revision: the client path, with one warning.
 KNOWN_REVISIONS = frozenset({"dc11669786a5"})

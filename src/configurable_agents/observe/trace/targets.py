@@ -201,7 +201,3 @@ class Credentials:
 
 CREDENTIALS = Credentials()
 
-
-def needs_secret(kind: str, target: dict[str, Any]) -> bool:
-    text = json.dumps(target)
-    return MASK in text

@@ -311,15 +311,7 @@ class Spool:
         if not record_ids:
             return
         with self._tx() as db:
-            db.executemany(
-                "DELETE FROM deliveries WHERE sink = ? AND record_id = ?",
-                [(sink, r) for r in record_ids],
-            )
-            db.executemany(
-                "DELETE FROM records WHERE id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM deliveries WHERE record_id = ?)",
-                [(r, r) for r in record_ids],
-            )
+            _forget(db, sink, record_ids)
             db.execute(
                 "UPDATE sinks SET last_success_at = ?, written = written + ? WHERE id = ?",
                 (time.time(), len(record_ids), sink),
@@ -353,15 +345,7 @@ class Spool:
     def set_aside(self, sink: int, record_ids: Sequence[int], error: str) -> None:
         """Records that can never be written (unreadable): count them as dropped."""
         with self._tx() as db:
-            db.executemany(
-                "DELETE FROM deliveries WHERE sink = ? AND record_id = ?",
-                [(sink, r) for r in record_ids],
-            )
-            db.executemany(
-                "DELETE FROM records WHERE id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM deliveries WHERE record_id = ?)",
-                [(r, r) for r in record_ids],
-            )
+            _forget(db, sink, record_ids)
             db.execute(
                 "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
                 "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
@@ -437,6 +421,18 @@ class Spool:
             row = self._conn().execute("SELECT value FROM counters WHERE name = ?", (name,))
             found = row.fetchone()
         return int(found[0]) if found else 0
+
+
+def _forget(db: sqlite3.Connection, sink: int, record_ids: Sequence[int]) -> None:
+    """Delete the deliveries, and the records no sink still needs."""
+    db.executemany(
+        "DELETE FROM deliveries WHERE sink = ? AND record_id = ?", [(sink, r) for r in record_ids]
+    )
+    db.executemany(
+        "DELETE FROM records WHERE id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM deliveries WHERE record_id = ?)",
+        [(r, r) for r in record_ids],
+    )
 
 
 _spools: dict[Path, Spool] = {}

@@ -200,4 +200,3 @@ class Credentials:
 
 
 CREDENTIALS = Credentials()
-

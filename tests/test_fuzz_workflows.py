@@ -34,7 +34,7 @@ import typer
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
-from configurable_agents import config
+from configurable_agents import config, providers
 from configurable_agents.cli.app import validate
 from configurable_agents.exceptions import UserError, WorkflowFileError
 from serve.test_api_contract import TYPED
@@ -271,8 +271,8 @@ class Recorder:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.raised: BaseException | None = None
-        for name in ("load_workflow", "check_environment"):
-            monkeypatch.setattr(config, name, self._wrap(getattr(config, name)))
+        monkeypatch.setattr(config, "load_workflow", self._wrap(config.load_workflow))
+        monkeypatch.setattr(providers, "check_environment", self._wrap(providers.check_environment))
 
     def _wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
         def recorded(*args: Any, **kwargs: Any) -> Any:

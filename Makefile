@@ -41,6 +41,7 @@ format: install
 bench: install
 	$(PY) bench/overhead.py
 	$(PY) bench/local_tokens.py
+	$(PY) bench/tracing_pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -54,7 +54,9 @@ def sinks_for(
     mlflow_on = obs.mlflow.enabled if trace is None else trace
     if mlflow_on:
         plan.mlflow = MlflowTarget(
-            resolve_tracking_uri(obs.mlflow.tracking_uri, base), obs.mlflow.experiment_name
+            # Relative to the current folder, as MLflow resolves it (not to the file).
+            resolve_tracking_uri(obs.mlflow.tracking_uri),
+            obs.mlflow.experiment_name,
         )
         sink = plan.mlflow.sink()
         if mask_url(plan.mlflow.uri) != plan.mlflow.uri:

@@ -238,6 +238,8 @@ class MlflowSink:
         )
         from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
 
+        from ..report import rollup as report_rollup
+
         ids = [info.trace_id for info, _ in traces]
         with self.store.ManagedSessionMaker(read_only=False) as session:
             existing = {
@@ -304,6 +306,7 @@ class MlflowSink:
             ):
                 if rows:
                     session.execute(sa.insert(model.__table__), rows)
+            report_rollup.add_traces(session, self.experiment_id, infos, traces)
             if infos and rollups_enabled():
                 partitions = [
                     (family, int(self.experiment_id), [row["timestamp_ms"] for row in infos])

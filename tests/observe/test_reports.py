@@ -32,8 +32,7 @@ from configurable_agents.observe.report.reports import (
     profile_report,
     resolve_period,
 )
-from configurable_agents.observe.trace.spool import STATE_DIR_ENV, open_spool, spool_path
-from configurable_agents.observe.trace.targets import MlflowTarget
+from configurable_agents.observe.trace import spool as spool_module
 
 from conftest import EXAMPLES, FAILING, MINIMAL, RETRY
 
@@ -113,7 +112,7 @@ def isolated(root: Path) -> pytest.MonkeyPatch:
     """A module fixture's own cwd and status dir (the autouse isolation is per test)."""
     mp = pytest.MonkeyPatch()
     mp.chdir(root)
-    mp.setenv(STATE_DIR_ENV, str(root / "state"))
+    mp.setenv(spool_module.STATE_DIR_ENV, str(root / "state"))
     mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     return mp
 
@@ -462,26 +461,43 @@ def test_the_sql_and_search_traces_paths_agree_on_dates_and_profiles(store, date
         assert sql_profile.to_dict() == profile_report(uri, backend="rest").to_dict()
 
 
-def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
-    source = sqlite3.connect(store.uri.removeprefix("sqlite:///"))
-    copy = sqlite3.connect(tmp_path / "copy.db")
+def copy_store(uri: str, path: Path) -> str:
+    """A throwaway copy of the SQLite store at ``uri``."""
+    source = sqlite3.connect(uri.removeprefix("sqlite:///"))
+    copy = sqlite3.connect(path)
     source.backup(copy)
     source.close()
-    # The writer created them when it first opened the store: drop them to compare.
-    assert {"ca_report_chat_spans", "ca_report_agent_spans"} <= {
-        row[0] for row in copy.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
-    }
-    copy.execute("DROP INDEX ca_report_chat_spans")
-    copy.execute("DROP INDEX ca_report_agent_spans")
-    copy.commit()
     copy.close()
-    uri = f"sqlite:///{tmp_path / 'copy.db'}"
+    return f"sqlite:///{path}"
+
+
+def sql(uri: str, *statements: str) -> list[Any]:
+    db = sqlite3.connect(uri.removeprefix("sqlite:///"))
+    try:
+        with db:
+            rows = [db.execute(s).fetchall() for s in statements]
+    finally:
+        db.close()
+    return rows[-1]
+
+
+def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
+    uri = copy_store(store.uri, tmp_path / "copy.db")
+    sql(
+        uri,
+        "DROP INDEX ca_report_chat_spans",
+        "DROP INDEX ca_report_agent_spans",
+        "DROP TABLE ca_report_rollup",
+    )
     before = [cost_report(uri, breakdown=True), profile_report(uri)]
-    assert ensure_report_indexes(uri) == ["ca_report_chat_spans", "ca_report_agent_spans"]
+    assert [r.source for r in before] == ["spans-uncovered", "spans"]
+    created = ensure_report_indexes(uri)
+    assert created == ["ca_report_chat_spans", "ca_report_agent_spans", "ca_report_rollup"]
     assert ensure_report_indexes(uri) == []
     result = invoke("report", "index", "--tracking-uri", uri)
     assert result.exit_code == 0 and "nothing to do" in result.stderr
     after = [cost_report(uri, breakdown=True), profile_report(uri)]
+    assert [r.source for r in after] == ["rollup", "spans"]
     assert [r.to_dict() | {"tracking_uri": ""} for r in before] == [
         r.to_dict() | {"tracking_uri": ""} for r in after
     ]
@@ -503,7 +519,228 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
 def test_ensure_report_indexes_needs_a_store(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         ensure_report_indexes(f"sqlite:///{tmp_path / 'none.db'}")
-    assert ensure_report_indexes("postgresql://u@127.0.0.1:1/db") == []
+    assert ensure_report_indexes("mysql://u@127.0.0.1:1/db") == []  # neither index nor rollup
+    with pytest.raises(InputError, match="cannot open"):  # the store, or its driver
+        ensure_report_indexes(f"postgresql://u@127.0.0.1:{_closed_port()}/db")
+
+
+# --------------------------------------------------------------------------- the rollup
+
+
+def _combinations(filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**f, "status": status, "breakdown": breakdown, "aggregate_by": aggregate_by}
+        for f in filters
+        for status in (None, "succeeded", "failed")
+        for breakdown in (False, True)
+        for aggregate_by in (None, "daily", "weekly", "monthly")
+    ]
+
+
+def assert_rollup_matches_spans(
+    uri: str, combinations: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """Every combination gives the same report from the rollup (read with sqlite3 alone, and
+    through SQLAlchemy) and from the span tables; returns how many the rollup answered."""
+    from configurable_agents.observe.report import fast
+
+    answered = 0
+    for kwargs in combinations:
+        rolled = cost_report(uri, **kwargs)
+        with monkeypatch.context() as m:
+            m.setattr(fast, "collect", lambda *args, **kw: None)
+            through_sqlalchemy = cost_report(uri, **kwargs)
+        spans = cost_report(uri, backend="spans", **kwargs)
+        assert spans.source.startswith("spans"), kwargs
+        assert through_sqlalchemy.source == rolled.source, kwargs
+        assert rolled.to_dict() == spans.to_dict() == through_sqlalchemy.to_dict(), kwargs
+        assert rolled.to_csv() == spans.to_csv(), kwargs
+        answered += rolled.source == "rollup"
+    return answered
+
+
+def test_the_rollup_and_the_span_tables_agree_on_every_flag_combination(store, monkeypatch):
+    today = resolve_period("today")
+    week = resolve_period("last_7_days")
+    filters: list[dict[str, Any]] = [
+        {},
+        {"experiment": "reports"},
+        {"experiment": "other"},
+        {"workflow": "review_loop"},
+        {"workflow": "no_such_flow"},
+        {"start": today[0], "end": today[1]},
+        {"start": week[0], "end": week[1], "experiment": "reports", "workflow": "retry_demo"},
+        {"start": today[0] + 1},  # not on a 15-minute boundary: answered from the spans
+    ]
+    combinations = _combinations(filters)
+    # the writer kept the rollup: all but the unaligned range come from it
+    answered = assert_rollup_matches_spans(store.uri, combinations, monkeypatch)
+    assert answered == len(combinations) - 24
+    assert cost_report(store.uri, breakdown=True).runs == 8
+
+
+def test_the_rollup_backfilled_by_report_index_agrees_with_the_spans(dated, tmp_path, monkeypatch):
+    uri = copy_store(dated, tmp_path / "dated.db")
+    # bulk copies bypass the writer: the rollup does not cover them yet
+    assert cost_report(uri, **IN_2024).source == "spans-uncovered"
+    result = invoke("report", "index", "--tracking-uri", uri)
+    assert result.exit_code == 0, result.output
+    assert "ca_report_rollup (rebuilt for 1 experiment(s))" in result.stderr
+    day = resolve_period(None, "2024-01-06", "2024-01-06")
+    filters: list[dict[str, Any]] = [
+        IN_2024,
+        {"start": day[0], "end": day[1]},
+        {"start": local_ms(2024, 1, 7), "workflow": "review_loop"},
+        {"end": local_ms(2024, 2, 28), "experiment": "dated"},
+        {"start": DATED["A"] + 1},
+    ]
+    combinations = _combinations(filters)
+    answered = assert_rollup_matches_spans(uri, combinations, monkeypatch)
+    assert answered == len(combinations) - 24
+    only_a = cost_report(uri, start=DATED["A"], end=DATED["A"] + 3_600_000)
+    assert only_a.runs == 1 and only_a.source == "rollup"  # the foreign trace is not ours
+
+
+def test_the_writer_and_report_index_build_the_same_rollup(store, tmp_path):
+    uri = copy_store(store.uri, tmp_path / "copy.db")
+    query = "SELECT * FROM ca_report_rollup ORDER BY 1, 2, 3, 4, 5, 6, 7"
+    written = sql(uri, query)
+    assert {row[2] for row in written} == {"trace", "model", "node"}
+    assert ensure_report_indexes(uri, rollup_mode="all") == ["ca_report_rollup (rebuilt)"]
+    assert sql(uri, query) == written
+    sql(uri, "DROP TABLE ca_report_rollup")
+    assert ensure_report_indexes(uri) == ["ca_report_rollup"]
+    assert sql(uri, query) == written
+
+
+def test_the_writer_leaves_filling_the_rollup_of_a_big_store_to_report_index(
+    store, tmp_path, monkeypatch
+):
+    from configurable_agents.observe.report import sql as report_sql
+
+    uri = copy_store(store.uri, tmp_path / "copy.db")
+    sql(uri, "DROP TABLE ca_report_rollup")
+    monkeypatch.setattr(report_sql, "WRITER_BACKFILL_LIMIT", 7)  # the store has 8 traces
+    assert ensure_report_indexes(uri) == []  # what the writer calls on its first open
+    assert cost_report(uri).source == "spans-uncovered"
+    assert ensure_report_indexes(uri, rollup_mode="stale") == ["ca_report_rollup"]
+    assert cost_report(uri).source == "rollup"
+
+
+def test_traces_the_rollup_does_not_know_are_read_from_the_spans(store, tmp_path):
+    uri = copy_store(store.uri, tmp_path / "copy.db")
+    before = cost_report(uri, breakdown=True)
+    assert before.source == "rollup"
+    # a trace written behind the writer's back (bulk copy: an older version, MLflow's client)
+    source = store.runs["review_loop"][0].trace_id
+    (added,) = _bench().copy_traces(uri, [source], [local_ms(2024, 3, 1, 12)])
+    grown = cost_report(uri, breakdown=True)
+    assert grown.source == "spans-uncovered" and grown.runs == before.runs + 1
+    assert grown.to_dict() == cost_report(uri, breakdown=True, backend="spans").to_dict()
+    # and one deleted
+    sql(
+        uri,
+        *(
+            f"DELETE FROM {table} WHERE {column} = '{added}'"
+            for table, column in (
+                ("spans", "trace_id"),
+                ("trace_tags", "request_id"),
+                ("trace_request_metadata", "request_id"),
+                ("assessments", "trace_id"),
+                ("trace_info", "request_id"),
+            )
+        ),
+    )
+    assert cost_report(uri, breakdown=True).source == "rollup"  # counts match again
+    victim = store.runs["calculator_tools"][0].trace_id
+    sql(
+        uri,
+        f"DELETE FROM spans WHERE trace_id = '{victim}'",
+        f"DELETE FROM trace_info WHERE request_id = '{victim}'",
+    )
+    shrunk = cost_report(uri, breakdown=True)
+    assert shrunk.source == "spans-uncovered" and shrunk.runs == before.runs - 1
+    assert shrunk.to_dict() == cost_report(uri, breakdown=True, backend="spans").to_dict()
+    result = invoke("report", "index", "--tracking-uri", uri)
+    assert result.exit_code == 0 and "rebuilt for 1 experiment(s)" in result.stderr
+    rebuilt = cost_report(uri, breakdown=True)
+    assert rebuilt.source == "rollup" and rebuilt.to_dict() == shrunk.to_dict()
+    # coverage is per experiment: a trace added to one leaves the others on the rollup
+    _bench().copy_traces(uri, [store.runs["demo"][0].trace_id], [local_ms(2024, 3, 2)])
+    assert cost_report(uri, experiment="reports").source == "rollup"
+    assert cost_report(uri, experiment="other").source == "spans-uncovered"
+    assert cost_report(uri).source == "spans-uncovered"
+
+
+def test_the_cli_suggests_report_index_when_the_rollup_does_not_cover_the_store(
+    store, tmp_path, monkeypatch
+):
+    from configurable_agents.cli import report as cli_report
+
+    uri = copy_store(store.uri, tmp_path / "copy.db")
+    monkeypatch.setattr(cli_report, "INDEX_TIP_RUNS", 1)
+    result = invoke("report", "costs", "--tracking-uri", uri)
+    assert result.exit_code == 0 and "tip:" not in result.stderr  # the rollup answered
+    _bench().copy_traces(uri, [store.runs["demo"][0].trace_id], [local_ms(2024, 3, 1)])
+    result = invoke("report", "costs", "--tracking-uri", uri)
+    assert result.exit_code == 0
+    assert "tip: `configurable-agents report index" in result.stderr
+
+
+# --------------------------------------------------------------------------- schema revisions
+
+
+def test_an_unknown_schema_revision_falls_back_to_search_traces_with_one_warning(
+    store, monkeypatch, caplog
+):
+    from configurable_agents.observe.report import reports
+    from configurable_agents.observe.trace import mlflow_sink
+
+    expected = [cost_report(store.uri, breakdown=True), profile_report(store.uri)]
+    # as if MLflow had moved on: the store's revision is not one the report SQL knows
+    monkeypatch.setattr(mlflow_sink, "KNOWN_REVISIONS", frozenset({"0123456789ab"}))
+    monkeypatch.setattr(reports, "_warned", set())
+    with caplog.at_level("WARNING", logger="configurable_agents.observe"):
+        got = [cost_report(store.uri, breakdown=True), profile_report(store.uri)]
+        assert observability_status(store.uri)["traces_last_24h"] == 8
+    assert [r.source for r in got] == ["search_traces", "search_traces"]
+    assert [r.to_dict() for r in got] == [r.to_dict() for r in expected]
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "MLflow schema revision 'dc11669786a5' is not one these reports" in warning
+    assert "search_traces" in warning
+    with pytest.raises(InputError, match="is not one these reports were written for"):
+        cost_report(store.uri, backend="sql")
+    with pytest.raises(InputError, match="nothing created"):
+        ensure_report_indexes(store.uri)
+
+
+def test_a_store_at_a_revision_no_one_here_knows_is_an_input_error(store, tmp_path):
+    uri = copy_store(store.uri, tmp_path / "copy.db")
+    sql(uri, "UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    result = invoke("report", "costs", "--tracking-uri", uri, "--breakdown")
+    assert result.exit_code == 2, result.output
+    assert "internal error" not in result.output
+    assert result.stderr.count("warning:") == 1
+    assert "'f00dfeedbeef' is not one these reports were written for" in result.stderr
+    assert "MLflow cannot read" in result.stderr and "f00dfeedbeef" in result.stderr
+    result = invoke("report", "index", "--tracking-uri", uri)
+    assert result.exit_code == 2 and "nothing created" in result.stderr
+
+
+def test_the_writer_and_the_reports_share_one_schema_revision():
+    import tomllib
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from configurable_agents.observe.report.store import known_revisions
+    from configurable_agents.observe.trace.mlflow_sink import KNOWN_REVISIONS
+
+    assert known_revisions() is KNOWN_REVISIONS
+    # the pin and the revision agree: the installed MLflow (within the pin) has this head
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pins = [d for group in deps["project"]["optional-dependencies"].values() for d in group]
+    assert any(d.replace(" ", "").startswith("mlflow>=3.17,<3.18") for d in pins), pins
+    assert _get_latest_schema_revision() in KNOWN_REVISIONS
 
 
 # --------------------------------------------------------------------------- errors
@@ -650,9 +887,12 @@ def test_cli_missing_store_and_missing_mlflow_exit_2(tmp_path, monkeypatch):
 
 
 def test_status_shows_where_traces_go_the_last_24h_and_the_last_error(store):
-    spool = open_spool(spool_path())
+    from configurable_agents.observe.trace.spool import open_spool
+    from configurable_agents.observe.trace.targets import MlflowTarget
+
+    spool = open_spool()
     sink = spool.sink_id(MlflowTarget(store.uri, "reports").sink())
-    spool.delivered(sink, [0])  # a success recorded (no record 0: nothing else changes)
+    spool.delivered(sink, [1])
     spool.note_error(sink, "OperationalError: database is locked")
     info = observability_status(store.uri, "reports")
     assert info["tracking_uri"] == store.uri and info["reachable"] is True
@@ -713,6 +953,7 @@ def test_cost_report_on_postgresql(postgres_tracking_uri, tmp_path):
     finally:
         mp.undo()
     report = cost_report(postgres_tracking_uri, breakdown=True)
+    assert report.source == "rollup"  # kept by the writer, in the trace rows' transaction
     assert (report.runs, report.input_tokens, report.output_tokens) == (1, 62, 19)
     assert report.total_cost == pytest.approx(REVIEW_RUN)
     nodes = {n.node: n for n in report.by_node or []}
@@ -728,6 +969,23 @@ def test_cost_report_on_postgresql(postgres_tracking_uri, tmp_path):
         profile_report(postgres_tracking_uri).to_dict()
         == profile_report(postgres_tracking_uri, backend="rest").to_dict()
     )
+    for kwargs in _combinations([{}, {"workflow": "review_loop"}, {"start": local_ms(2024, 1, 1)}]):
+        spans = cost_report(postgres_tracking_uri, backend="spans", **kwargs)
+        assert cost_report(postgres_tracking_uri, **kwargs).to_dict() == spans.to_dict(), kwargs
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_tracking_uri, poolclass=sa.pool.NullPool)
+    query = "SELECT * FROM ca_report_rollup ORDER BY 1, 2, 3, 4, 5, 6, 7"
+    try:
+        with engine.connect() as conn:
+            written = conn.exec_driver_sql(query).all()
+        assert ensure_report_indexes(postgres_tracking_uri, rollup_mode="all") == [
+            "ca_report_rollup (rebuilt)"
+        ]
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql(query).all() == written
+    finally:
+        engine.dispose()
 
 
 def test_cost_report_over_an_mlflow_server(mlflow_server, tmp_path):
@@ -747,10 +1005,17 @@ def test_cost_report_over_an_mlflow_server(mlflow_server, tmp_path):
     assert info["reachable"] is True and info["traces_last_24h"] == 1
 
 
-def test_passwords_in_tracking_uris_are_never_shown():
+def test_passwords_in_tracking_uris_are_never_shown(store, tmp_path):
+    from configurable_agents.observe.report.store import UnknownSchema, database_error
+
     uri = f"postgresql://ana:s3cret@127.0.0.1:{_closed_port()}/traces"
     info = observability_status(uri)
     assert info["reachable"] is False and info["error"]
     assert "s3cret" not in json.dumps(info) and "ana:***@" in info["tracking_uri"]
-    result = invoke("report", "costs", "--tracking-uri", uri)
-    assert result.exit_code == 2 and "s3cret" not in result.output
+    for command in ("costs", "profile", "index"):
+        result = invoke("report", command, "--tracking-uri", uri)
+        assert result.exit_code == 2 and "s3cret" not in result.output, command
+        assert "ana:***@" in result.output
+    assert "s3cret" not in str(UnknownSchema(uri, "x"))
+    error = database_error(uri, RuntimeError(f"could not connect to {uri}: s3cret rejected"))
+    assert "s3cret" not in str(error.issues[0].message)

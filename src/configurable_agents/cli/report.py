@@ -146,19 +146,41 @@ def _stdout() -> Console:
     return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 120)
 
 
-def _index_tip(uri: str, runs: int) -> None:
-    if runs < INDEX_TIP_RUNS:
-        return
-    from ..observe.report.sql import missing_report_indexes
+def _warnings() -> None:
+    """Our warnings (e.g. a store at an MLflow schema revision the report SQL does not know)
+    once each on stderr, as the other commands print them."""
+    import logging
 
-    try:
-        missing = missing_report_indexes(uri)
-    except Exception:  # noqa: BLE001 - only a tip
+    from .common import WarningHandler
+
+    logger = logging.getLogger("configurable_agents.observe")
+    if not any(isinstance(h, WarningHandler) for h in logger.handlers):
+        logger.addHandler(WarningHandler(stderr_console()))
+        logger.propagate = False
+
+
+def _index_tip(report: CostReport | ProfileReport) -> None:
+    """Suggest ``report index`` on a big store when it would make this report faster: the
+    rollup does not cover the store (costs), or the SQLite span indexes are missing."""
+    if report.runs < INDEX_TIP_RUNS or report.source == "search_traces":
         return
-    if missing:
+    uri = report.tracking_uri
+    why = None
+    if report.source == "spans-uncovered":
+        why = "rolls up the traces written without it, so cost reports take milliseconds"
+    elif report.source.startswith("spans"):
+        from ..observe.report.sql import missing_report_indexes
+
+        try:
+            missing = missing_report_indexes(uri)
+        except Exception:  # noqa: BLE001 - only a tip
+            return
+        if missing:
+            why = "makes breakdowns and profiles of this store much faster"
+    if why:
         stderr_console().print(
-            f"[dim]tip: `configurable-agents report index --tracking-uri {escape(uri)}` makes "
-            "breakdowns and profiles of this store much faster (once, a few seconds)[/dim]"
+            f"[dim]tip: `configurable-agents report index --tracking-uri {escape(uri)}` {why} "
+            "(once, a few seconds per 100 000 traces)[/dim]"
         )
 
 
@@ -185,6 +207,7 @@ def costs(
     from ..observe.report.reports import cost_report
 
     with guard(verbose, False):
+        _warnings()
         report = cost_report(
             tracking_uri,
             **_filters(experiment, workflow, period, start_date, end_date, status),
@@ -192,8 +215,7 @@ def costs(
             aggregate_by=aggregate_by.value if aggregate_by else None,
         )
         _emit(report, output, fmt, print_costs)
-        if breakdown:
-            _index_tip(report.tracking_uri, report.runs)
+        _index_tip(report)
 
 
 @report_app.command("profile")
@@ -213,26 +235,34 @@ def profile(
     from ..observe.report.reports import profile_report
 
     with guard(verbose, False):
+        _warnings()
         report = profile_report(
             tracking_uri, **_filters(experiment, workflow, period, start_date, end_date, status)
         )
         _emit(report, output, fmt, print_profile)
-        _index_tip(report.tracking_uri, report.runs)
+        _index_tip(report)
 
 
 @report_app.command("index")
-def index(tracking_uri: TrackingUri = DEFAULT_URI, verbose: VerboseOpt = False) -> None:
-    """Create the indexes that make reports fast on a SQLite store (safe to run again)."""
+def index(
+    tracking_uri: TrackingUri = DEFAULT_URI,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Rebuild the whole rollup, not only stale parts.")
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Make reports fast on a SQL store: the rollup (built from the traces there, and rebuilt
+    for experiments it does not cover) and, on SQLite, the span indexes. Safe to run again."""
     from ..observe.report.reports import ensure_report_indexes
-    from ..observe.trace.targets import resolve_tracking_uri
+    from ..observe.trace.targets import mask_url, resolve_tracking_uri
 
     with guard(verbose, False):
-        created = ensure_report_indexes(tracking_uri)
-        uri = escape(resolve_tracking_uri(tracking_uri))
-        if created:
-            stderr_console().print(f"created {', '.join(created)} in {uri}")
+        done = ensure_report_indexes(tracking_uri, rollup_mode="all" if rebuild else "stale")
+        uri = escape(mask_url(resolve_tracking_uri(tracking_uri)))
+        if done:
+            stderr_console().print(f"done in {uri}: {escape(', '.join(done))}")
         else:
-            stderr_console().print(f"nothing to do: {uri} has the report indexes or needs none")
+            stderr_console().print(f"nothing to do: {uri} is up to date (or needs nothing)")
 
 
 # --------------------------------------------------------------------------- rendering

@@ -18,8 +18,9 @@ from typing import Any
 
 BUCKET_MS = 15 * 60 * 1000  # grouping unit for periods: every UTC offset is a multiple of it
 WORKFLOW_PREFIX = "workflow_"  # root span / trace name = workflow_<flow name>
-_DIGITS = 12  # USD amounts keep 12 significant digits (sums in SQL and Python then agree)
+_DIGITS = 12  # USD amounts in reports keep 12 significant digits
 TOKEN_COLUMNS = ["input_tokens", "output_tokens", "total_tokens"]
+PICO = 1e12  # costs are summed as integers in this unit (USD 1e-12)
 
 
 @dataclass(frozen=True)
@@ -51,17 +52,33 @@ def _iso_ms(ms: int | None) -> str | None:
 # --------------------------------------------------------------------------- grouped rows
 
 
+def to_pico(cost: Any) -> int:
+    """One trace's or span's cost (USD, a float or None) in whole picodollars, the unit every
+    sum is taken in: ``int(cost * 1e12 + 0.5)``, exactly as the SQL expression
+    ``report.store.pico`` computes it in the database. Integer sums do not depend on the order
+    of addition, so the span tables, the rollup and search_traces give identical totals."""
+    if cost is None:
+        return 0
+    value = float(cost)
+    return int(value * PICO + 0.5) if math.isfinite(value) else 0
+
+
 @dataclass
 class Usage:
-    """Cost and tokens summed over a group."""
+    """Cost (in picodollars) and tokens summed over a group."""
 
-    cost: float = 0.0
+    cost_pico: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
 
-    def add(self, cost: Any, input_tokens: Any, output_tokens: Any, total_tokens: Any) -> None:
-        self.cost += float(cost or 0.0)
+    @property
+    def cost(self) -> float:
+        """USD."""
+        return self.cost_pico / PICO
+
+    def add(self, cost_pico: Any, input_tokens: Any, output_tokens: Any, total_tokens: Any) -> None:
+        self.cost_pico += int(cost_pico or 0)
         self.input_tokens += int(input_tokens or 0)
         self.output_tokens += int(output_tokens or 0)
         self.total_tokens += int(total_tokens or 0)
@@ -182,9 +199,12 @@ class CostReport:
     by_node: list[NodeCost] | None = None
     aggregate_by: str | None = None
     periods: list[PeriodCost] | None = None
+    # where the numbers came from ("rollup", "spans" or "search_traces"); not part of the report
+    source: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["source"]
         for key in ("by_model", "by_node", "aggregate_by", "periods"):
             if data[key] is None:
                 del data[key]
@@ -321,7 +341,7 @@ def _merge(target: TraceGroup, g: TraceGroup) -> None:
     target.failed += g.failed
     target.duration_ms += g.duration_ms
     target.usage.add(
-        g.usage.cost, g.usage.input_tokens, g.usage.output_tokens, g.usage.total_tokens
+        g.usage.cost_pico, g.usage.input_tokens, g.usage.output_tokens, g.usage.total_tokens
     )
 
 
@@ -360,9 +380,11 @@ class ProfileReport:
     total_run_ms: float
     nodes: list[NodeProfile]
     bottleneck: NodeProfile | None
+    source: str = field(default="", compare=False)  # as in CostReport
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["source"]
         if self.bottleneck is not None:
             data["bottleneck"] = {
                 "workflow": self.bottleneck.workflow,

@@ -2,15 +2,18 @@
 
 Reports read traces, never MLflow runs. Where they come from depends on the tracking URI:
 
-* SQL stores (``sqlite:``, ``postgresql:``, ``mysql:``): ``report_sql`` aggregates inside the
-  database (``GROUP BY`` over MLflow's ``trace_info`` and ``spans`` tables, read only);
-* anything else (``http(s)://`` servers): ``report_rest`` pages through
-  ``MlflowClient.search_traces`` and aggregates in Python.
+* SQL stores (``sqlite:``, ``postgresql:``, ``mysql:``) at a schema revision the SQL was
+  written for: ``report.sql`` aggregates inside the database, read only: from the rollup
+  (``report.rollup``, pre-aggregated as traces are written) when it covers the selection,
+  else with ``GROUP BY`` over MLflow's ``trace_info`` and ``spans`` tables;
+* anything else (``http(s)://`` servers, and SQL stores at another schema revision, with one
+  warning): ``report.rest`` pages through ``MlflowClient.search_traces`` and aggregates in
+  Python.
 
-Both produce the same small grouped rows (``Groups``); everything after that (totals,
-averages, periods, percentiles, the bottleneck) is computed here, once, so the two paths give
-identical reports on the same traces. Only traces written by configurable-agents (those with
-a ``ca.workflow`` tag) are counted.
+All produce the same small grouped rows (``Groups``), costs summed as integer picodollars;
+everything after that (totals, averages, periods, percentiles, the bottleneck) is computed
+here, once, so every path gives identical reports on the same traces. Only traces written by
+configurable-agents (those with a ``ca.workflow`` tag) are counted.
 
 What is counted where:
 
@@ -27,6 +30,7 @@ Periods are local-time days, ISO weeks (Monday first) and months. Costs are in U
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +59,7 @@ STATUSES = {
     "failed": "failed",
 }
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+log = logging.getLogger("configurable_agents.observe")
 
 
 # --------------------------------------------------------------------------- periods, filters
@@ -181,21 +186,71 @@ def _collect(
     profile: bool,
     buckets: bool,
     backend: str | None,
-) -> tuple[str, Groups]:
-    from ..trace.targets import resolve_tracking_uri
-    from .sql import safe_uri
+) -> tuple[str, str, Groups]:
+    """``(masked uri, source, groups)``. SQL stores: the rollup or the span tables; a schema
+    revision the SQL was not written for: ``search_traces`` with one warning (an error when
+    ``backend`` asks for SQL explicitly)."""
+    from ..trace.targets import mask_url, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     kind = backend or store_kind(uri)
-    if kind == "sql":
+    options = {"spans": spans, "profile": profile, "buckets": buckets}
+    if kind == "sql" and not profile and uri.startswith("sqlite:"):
+        from .fast import collect as fast_collect
+
+        found = fast_collect(uri, filters, spans=spans, buckets=buckets)
+        if found is not None:
+            return mask_url(uri), "rollup", found
+    if kind in ("sql", "spans"):
         from .sql import collect as sql_collect
+        from .store import UnknownSchema
 
-        groups = sql_collect(uri, filters, spans=spans, profile=profile, buckets=buckets)
-    else:
-        from .rest import collect as rest_collect
+        try:
+            source, groups = sql_collect(uri, filters, **options, use_rollup=kind == "sql")
+            return mask_url(uri), source, groups
+        except UnknownSchema as exc:
+            if backend is not None:
+                raise InputError(Issue(str(exc), hint=SCHEMA_HINT)) from None
+            _warn_once(exc)
+    return mask_url(uri), "search_traces", _rest(uri, filters, options)
 
-        groups = rest_collect(uri, filters, spans=spans, profile=profile, buckets=buckets)
-    return safe_uri(uri), groups
+
+SCHEMA_HINT = (
+    "install the MLflow version configurable-agents pins (pyproject.toml), or upgrade "
+    "configurable-agents"
+)
+_warned: set[tuple[str, str | None]] = set()
+
+
+def _warn_once(exc: Any) -> None:
+    key = (exc.uri, exc.revision)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s; reading the traces through MLflow's search_traces instead (slower)", exc)
+
+
+def _rest(uri: str, filters: Filters, options: dict[str, bool]) -> Groups:
+    """The search_traces path, with MLflow's own errors (a store it cannot read) turned into
+    input errors that show no password."""
+    from ..trace.targets import mask_url, scrub, url_secrets
+    from .rest import collect as rest_collect
+
+    try:
+        return rest_collect(uri, filters, **options)
+    except InputError:
+        raise
+    except Exception as exc:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(exc, MlflowException):
+            raise
+        text = scrub(str(getattr(exc, "message", exc)).strip(), url_secrets(uri))
+        raise InputError(
+            Issue(
+                f"MLflow cannot read {mask_url(uri)}: {text.splitlines()[0] if text else exc}",
+                hint=SCHEMA_HINT if store_kind(uri) == "sql" else None,
+            )
+        ) from None
 
 
 def cost_report(
@@ -208,7 +263,7 @@ def cost_report(
     status: str | None = None,
     breakdown: bool = False,
     aggregate_by: str | None = None,
-    backend: Literal["sql", "rest"] | None = None,
+    backend: Literal["sql", "spans", "rest"] | None = None,
 ) -> CostReport:
     """Cost of the traces in ``tracking_uri``.
 
@@ -216,7 +271,9 @@ def cost_report(
     inclusive, end exclusive (``resolve_period`` turns periods and ISO dates into these).
     ``status``: success/succeeded or failure/failed. ``breakdown`` adds cost by model and by
     node; ``aggregate_by`` (daily, weekly, monthly) adds one entry per period. ``backend``
-    forces the SQL or the search_traces path (default: SQL for SQL stores).
+    forces a path: ``sql`` (the rollup when it covers the selection, else the span tables),
+    ``spans`` (the span tables only) or ``rest`` (search_traces); default: ``sql`` for SQL
+    stores. ``report.source`` says which one answered.
     """
     if aggregate_by is not None and aggregate_by not in AGGREGATES:
         raise InputError(
@@ -225,7 +282,7 @@ def cost_report(
             )
         )
     filters = make_filters(experiment, workflow, start, end, status)
-    uri, groups = _collect(
+    uri, source, groups = _collect(
         tracking_uri,
         filters,
         spans=breakdown,
@@ -233,7 +290,9 @@ def cost_report(
         buckets=aggregate_by is not None,
         backend=backend,
     )
-    return build_cost_report(groups, uri, filters, breakdown=breakdown, aggregate_by=aggregate_by)
+    report = build_cost_report(groups, uri, filters, breakdown=breakdown, aggregate_by=aggregate_by)
+    report.source = source
+    return report
 
 
 def profile_report(
@@ -244,23 +303,29 @@ def profile_report(
     start: int | float | dt.datetime | dt.date | None = None,
     end: int | float | dt.datetime | dt.date | None = None,
     status: str | None = None,
-    backend: Literal["sql", "rest"] | None = None,
+    backend: Literal["sql", "spans", "rest"] | None = None,
 ) -> ProfileReport:
     """Per node over the selected traces: visits, p50/p95/max duration, share of run time,
     retries, tokens and cost; the node with the largest share is the bottleneck."""
     filters = make_filters(experiment, workflow, start, end, status)
-    uri, groups = _collect(
+    uri, source, groups = _collect(
         tracking_uri, filters, spans=True, profile=True, buckets=False, backend=backend
     )
-    return build_profile_report(groups, uri, filters)
+    report = build_profile_report(groups, uri, filters)
+    report.source = source
+    return report
 
 
-def ensure_report_indexes(tracking_uri: str) -> list[str]:
-    """Create the indexes that make breakdowns and profiles fast on a SQLite store (``CREATE
-    INDEX IF NOT EXISTS``; see ``report_sql.ensure_report_indexes``); return those created."""
+def ensure_report_indexes(
+    tracking_uri: str, *, rollup_mode: Literal["new", "stale", "all"] = "new"
+) -> list[str]:
+    """Create what makes reports fast on a SQL store (the SQLite span indexes; the rollup,
+    filled from the traces there; see ``report.sql.ensure_report_indexes``); return what was
+    created or rebuilt. ``rollup_mode``: ``stale`` also rebuilds the experiments the rollup
+    does not cover, ``all`` every one."""
     from .sql import ensure_report_indexes as ensure
 
-    return ensure(tracking_uri)
+    return ensure(tracking_uri, rollup_mode=rollup_mode)
 
 
 def write_report(report: CostReport | ProfileReport, path: str | Path, fmt: str = "json") -> None:
@@ -328,11 +393,7 @@ def observability_status(
         out["spool"] = {"path": str(path), "pending": 0, "dropped": 0, "sinks": []}
     since = int(dt.datetime.now().timestamp() * 1000) - 24 * 3600 * 1000
     try:
-        if kind == "sql":
-            from .sql import recent_count
-        else:
-            from .rest import recent_count
-        count, experiments = recent_count(uri, experiment, since)
+        count, experiments = _recent_count(uri, kind, experiment, since)
     except Exception as exc:  # noqa: BLE001 - the status command reports every failure
         text = scrub(str(exc).strip(), url_secrets(uri))
         out["error"] = text.splitlines()[0] if text else type(exc).__name__
@@ -341,6 +402,20 @@ def observability_status(
         return out
     out.update(reachable=True, traces_last_24h=count, experiments=experiments)
     return out
+
+
+def _recent_count(uri: str, kind: str, experiment: str | None, since: int) -> tuple[int, list[str]]:
+    if kind == "sql":
+        from .sql import recent_count
+        from .store import UnknownSchema
+
+        try:
+            return recent_count(uri, experiment, since)
+        except UnknownSchema as exc:
+            _warn_once(exc)
+    from .rest import recent_count as rest_recent_count
+
+    return rest_recent_count(uri, experiment, since)
 
 
 def _iso_s(value: float | None) -> str | None:

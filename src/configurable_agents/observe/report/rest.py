@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...exceptions import InputError, Issue
+from ..trace.targets import mask_url
 from .model import (
     WORKFLOW_PREFIX,
     CallGroup,
@@ -21,9 +22,9 @@ from .model import (
     Groups,
     TraceGroup,
     bucket_of,
+    to_pico,
     workflow_of,
 )
-from .sql import safe_uri
 
 PAGE_SIZE = 500
 _NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
@@ -56,7 +57,7 @@ def _experiment_ids(client: Any, uri: str, name: str | None) -> list[str]:
         listed = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
         raise InputError(
             Issue(
-                f"no experiment named {name!r} in {safe_uri(uri)}",
+                f"no experiment named {name!r} in {mask_url(uri)}",
                 hint=f"experiments there: {listed}" if names else None,
             )
         )
@@ -142,7 +143,7 @@ def add_traces(groups: Groups, traces: Any, spans: bool, profile: bool, buckets:
         g.duration_ms += int(info.execution_duration or 0)
         usage = info.token_usage or {}
         g.usage.add(
-            (info.cost or {}).get("total_cost"),
+            to_pico((info.cost or {}).get("total_cost")),
             usage.get("input_tokens"),
             usage.get("output_tokens"),
             usage.get("total_tokens"),
@@ -166,7 +167,7 @@ def _add_spans(groups: Groups, workflow: str, spans: list[Any], profile: bool) -
             c = groups.models.setdefault(span.attributes.get("mlflow.llm.model") or "", CallGroup())
             c.calls += 1
             c.usage.add(
-                _cost(span),
+                to_pico(_cost(span)),
                 usage.get("input_tokens"),
                 usage.get("output_tokens"),
                 usage.get("total_tokens"),
@@ -176,7 +177,7 @@ def _add_spans(groups: Groups, workflow: str, spans: list[Any], profile: bool) -
             tin = int(span.attributes.get("node.input_tokens") or 0)
             tout = int(span.attributes.get("node.output_tokens") or 0)
             node.calls += 1
-            node.usage.add(_cost(span), tin, tout, tin + tout)
+            node.usage.add(to_pico(_cost(span)), tin, tout, tin + tout)
             if profile:
                 duration = int(span.end_time_ns or 0) - int(span.start_time_ns or 0)
                 groups.durations.setdefault((workflow, span.name), []).append(duration)

@@ -1,280 +1,122 @@
 """Reports on SQL tracking stores: aggregated inside the database with SQLAlchemy Core.
 
-Reads MLflow 3.17's own tables (``trace_info``, ``trace_tags``, ``spans``, ``experiments``)
-through a plain read-only engine: SQLite files are opened with ``mode=ro``; nothing is
-created. Every query is a ``GROUP BY`` whose result has one row per workflow, model, node or
-period; only ``report profile`` fetches one duration per node visit, for the percentiles.
+``collect`` opens the store (``store.connect``: read only), checks it is an MLflow store at a
+schema revision these queries were written for (``store.check_revision``), and answers from
+the rollup (``rollup.collect``: a few thousand pre-aggregated rows) when it covers the
+selection; otherwise from MLflow's own tables (``trace_info``, ``trace_tags``, ``spans``,
+``experiments``). Every span-table query is a ``GROUP BY`` whose result has one row per
+workflow, model, node or period; only ``report profile`` fetches one duration per node visit,
+for the percentiles.
 
 Tokens per model and per node are span attributes inside the span's JSON ``content`` (the
-attribute values are themselves JSON text), read with the dialect's JSON functions.
+attribute values are themselves JSON text), read with the dialect's JSON functions; on SQLite
+the report indexes (``ensure_report_indexes``) hold them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import urllib.parse
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from ...exceptions import InputError, Issue, MissingExtraError
-from .model import (
-    BUCKET_MS,
-    WORKFLOW_PREFIX,
-    CallGroup,
-    Filters,
-    Groups,
-    TraceGroup,
-    workflow_of,
+from ...exceptions import InputError, Issue
+from . import rollup
+from .model import BUCKET_MS, WORKFLOW_PREFIX, CallGroup, Filters, Groups, TraceGroup, workflow_of
+from .store import (
+    REPORT_INDEXES,
+    SQLITE_CHAT_TOKENS,
+    SQLITE_NODE_TOKENS,
+    UnknownSchema,
+    check_revision,
+    check_store,
+    connect,
+    experiment_ids,
+    pico,
+    sa_module,
+    scheme,
+    table_names,
+    tables,
+    token_exprs,
 )
 
-if TYPE_CHECKING:
-    pass
-
-RUN_HINT = (
-    "run a workflow with tracing on (configurable-agents run WORKFLOW.yaml --trace), "
-    "or point --tracking-uri at your store"
-)
-CHAT_USAGE = "mlflow.chat.tokenUsage"
-TOKEN_KEYS = ("input_tokens", "output_tokens", "total_tokens")
-NODE_TOKEN_KEYS = ("node.input_tokens", "node.output_tokens")
-
-
-def _sa() -> Any:
-    try:
-        import sqlalchemy
-    except ImportError as exc:
-        raise MissingExtraError("mlflow", "mlflow", "Trace reports") from exc
-    return sqlalchemy
+__all__ = [
+    "SQLITE_CHAT_TOKENS",
+    "SQLITE_NODE_TOKENS",
+    "collect",
+    "ensure_report_indexes",
+    "missing_report_indexes",
+    "recent_count",
+]
+ROLLUP_SCHEMES = ("sqlite", "postgresql", "postgres")
+# The writer's first open of a store with more traces than this leaves the rollup to
+# ``report index``: filling it holds the store's write lock for minutes per million traces.
+WRITER_BACKFILL_LIMIT = 100_000
 
 
-def safe_uri(uri: str) -> str:
-    """``uri`` with any password masked, for messages."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return uri
+# --------------------------------------------------------------------------- maintenance
 
 
-def _tables(sa: Any) -> dict[str, Any]:
-    """The columns we read, declared (MLflow 3.17's schema) rather than reflected."""
-    return {
-        "experiments": sa.table(
-            "experiments",
-            sa.column("experiment_id", sa.Integer),
-            sa.column("name", sa.String),
-            sa.column("lifecycle_stage", sa.String),
-        ),
-        "trace_info": sa.table(
-            "trace_info",
-            sa.column("request_id", sa.String),
-            sa.column("experiment_id", sa.Integer),
-            sa.column("timestamp_ms", sa.BigInteger),
-            sa.column("execution_time_ms", sa.BigInteger),
-            sa.column("status", sa.String),
-            sa.column("trace_name", sa.String),
-            sa.column("input_tokens", sa.BigInteger),
-            sa.column("output_tokens", sa.BigInteger),
-            sa.column("total_tokens", sa.BigInteger),
-            sa.column("total_cost", sa.Float),
-        ),
-        "trace_tags": sa.table(
-            "trace_tags",
-            sa.column("key", sa.String),
-            sa.column("value", sa.String),
-            sa.column("request_id", sa.String),
-        ),
-        "spans": sa.table(
-            "spans",
-            sa.column("trace_id", sa.String),
-            sa.column("experiment_id", sa.Integer),
-            sa.column("span_id", sa.String),
-            sa.column("parent_span_id", sa.String),
-            sa.column("name", sa.Text),
-            sa.column("type", sa.String),
-            sa.column("status", sa.String),
-            sa.column("duration_ns", sa.BigInteger),
-            sa.column("content", sa.Text),
-            sa.column("total_cost", sa.Float),
-            sa.column("model_name", sa.String),
-        ),
-    }
+def ensure_report_indexes(
+    tracking_uri: str, *, rollup_mode: Literal["new", "stale", "all"] = "new"
+) -> list[str]:
+    """Make reports fast on a SQL store; return what was created or rebuilt.
 
+    * SQLite: ``CREATE INDEX IF NOT EXISTS`` on MLflow's ``spans`` table: partial indexes
+      over the AGENT and CHAT_MODEL spans holding the node / model, cost and the token
+      attributes, so span queries read them without parsing span JSON (a few seconds per
+      100 000 traces, once; each later trace costs microseconds more to write).
+    * SQLite and PostgreSQL: the rollup table (``rollup``), filled from the existing traces
+      when it is created (mode ``"new"``, the writer's: only on a store of at most
+      ``WRITER_BACKFILL_LIMIT`` traces; a bigger one waits for ``report index``, and reports
+      read its spans meanwhile). ``rollup_mode="stale"`` also rebuilds the experiments it does
+      not cover (traces written another way, or deleted); ``"all"`` rebuilds every one.
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA cache_size=-65536")  # 64 MB
-    cursor.close()
-
-
-@contextlib.contextmanager
-def connect(uri: str) -> Iterator[Any]:
-    """A read-only connection to the store at ``uri``; the engine is disposed afterwards."""
-    sa = _sa()
-    from ..trace.targets import sqlite_path
-
-    if uri.split(":", 1)[0].split("+", 1)[0] == "sqlite":
-        path = sqlite_path(uri)
-        if path is None:
-            raise InputError(Issue(f"{uri} is an in-memory database: it holds no traces"))
-        if not path.is_file():
-            raise InputError(Issue(f"no traces in {uri} yet: {path} does not exist", hint=RUN_HINT))
-        url = f"sqlite:///file:{urllib.parse.quote(str(path))}?mode=ro&uri=true"
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-
-    else:
-        try:
-            engine = sa.create_engine(uri, poolclass=sa.pool.NullPool)
-        except ImportError as exc:
-            raise InputError(
-                Issue(
-                    f"cannot open {safe_uri(uri)}: the database driver is missing ({exc})",
-                    hint='pip install "configurable-agents[postgres]" for PostgreSQL',
-                )
-            ) from None
-    try:
-        try:
-            conn = engine.connect()
-        except sa.exc.SQLAlchemyError as exc:
-            raise InputError(
-                Issue(
-                    f"cannot open the tracking store {safe_uri(uri)}: "
-                    f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}",
-                    hint="is the database up, and is --tracking-uri right?",
-                )
-            ) from None
-        try:
-            yield conn
-        finally:
-            conn.close()
-    finally:
-        engine.dispose()
-
-
-def _check_store(conn: Any, uri: str, t: dict[str, Any]) -> None:
-    sa = _sa()
-    names = set(sa.inspect(conn).get_table_names())
-    if "trace_info" not in names or "spans" not in names:
-        raise InputError(
-            Issue(
-                f"{safe_uri(uri)} is not an MLflow tracking store with traces yet "
-                "(no trace_info/spans tables)",
-                hint=RUN_HINT,
-            )
-        )
-
-
-def _experiment_ids(conn: Any, uri: str, t: dict[str, Any], name: str | None) -> list[int]:
-    sa = _sa()
-    e = t["experiments"].c
-    active = sa.select(e.experiment_id, e.name).where(
-        sa.or_(e.lifecycle_stage.is_(None), e.lifecycle_stage != "deleted")
-    )
-    if name is None:
-        return [row[0] for row in conn.execute(active)]
-    ids = [row[0] for row in conn.execute(active.where(e.name == name))]
-    if not ids:
-        names = sorted(row[1] for row in conn.execute(active))
-        listed = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-        raise InputError(
-            Issue(
-                f"no experiment named {name!r} in {safe_uri(uri)}",
-                hint=f"experiments there: {listed}" if names else RUN_HINT,
-            )
-        )
-    return ids
-
-
-# --------------------------------------------------------------------------- token expressions
-
-# On SQLite these exact expressions are also the columns of the report indexes: SQLite matches
-# an indexed expression by its structure and then reads the value from the index instead of
-# parsing the span JSON, which is what makes token sums over 100 000s of spans fast. Keep the
-# two uses identical (they are the same strings).
-_SQLITE_USAGE = f"json_extract(content, '$.attributes.\"{CHAT_USAGE}\"')"
-SQLITE_CHAT_TOKENS = tuple(f"json_extract({_SQLITE_USAGE}, '$.{key}')" for key in TOKEN_KEYS)
-SQLITE_NODE_TOKENS = tuple(
-    f"CAST(json_extract(content, '$.attributes.\"{key}\"') AS INTEGER)" for key in NODE_TOKEN_KEYS
-)
-REPORT_INDEXES = {
-    # name: (table, columns, partial-index condition)
-    "ca_report_chat_spans": (
-        "spans",
-        ["type", "model_name", "total_cost", *SQLITE_CHAT_TOKENS, "trace_id"],
-        "type = 'CHAT_MODEL'",
-    ),
-    "ca_report_agent_spans": (
-        "spans",
-        ["type", "name", "total_cost", *SQLITE_NODE_TOKENS, "duration_ns", "trace_id"],
-        "type = 'AGENT'",
-    ),
-}
-
-
-def _token_exprs(sa: Any, dialect: str, content: Any, *, chat: bool) -> list[Any]:
-    """Integer token attributes of CHAT_MODEL spans (input, output, total) or of AGENT spans
-    (input, output), read from the span JSON with the dialect's JSON functions."""
-    if dialect == "sqlite":
-        return [sa.literal_column(e) for e in (SQLITE_CHAT_TOKENS if chat else SQLITE_NODE_TOKENS)]
-    out = []
-    for key in TOKEN_KEYS if chat else NODE_TOKEN_KEYS:
-        attribute, inner = (CHAT_USAGE, key) if chat else (key, None)
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import JSON
-
-            value = sa.cast(content, JSON)["attributes"][attribute].astext
-            if inner is not None:
-                value = sa.cast(value, JSON)[inner].astext
-        else:  # mysql / mariadb
-            value = sa.func.json_unquote(
-                sa.func.json_extract(content, f'$.attributes."{attribute}"')
-            )
-            if inner is not None:
-                value = sa.func.json_extract(value, f"$.{inner}")
-        out.append(sa.cast(value, sa.BigInteger))
-    return out
-
-
-def ensure_report_indexes(tracking_uri: str) -> list[str]:
-    """Create the indexes that make reports fast on a SQLite store; return the names created.
-
-    ``CREATE INDEX IF NOT EXISTS`` on MLflow's ``spans`` table: partial indexes over the
-    AGENT and CHAT_MODEL spans holding the node / model, cost and the token attributes, so a
-    report reads them without parsing span JSON. Takes a few seconds per 100 000 traces, once;
-    each later trace costs microseconds more to write. Other SQL stores need none (``[]``).
+    All in one transaction. The trace writer calls this (mode ``"new"``) the first time it
+    opens a store; ``report index`` calls it with ``"stale"`` (``--rebuild``: ``"all"``).
+    Other databases: nothing (``[]``).
     """
-    from ..trace.targets import resolve_tracking_uri, sqlite_path
+    from ..trace.targets import resolve_tracking_uri
 
-    sa = _sa()
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.split(":", 1)[0].split("+", 1)[0] != "sqlite":
+    kind = scheme(uri)
+    if kind not in ROLLUP_SCHEMES:
         return []
-    path = sqlite_path(uri)
-    if path is None or not path.is_file():
-        raise InputError(Issue(f"no traces in {uri} yet: {path} does not exist", hint=RUN_HINT))
-    engine = sa.create_engine(
-        "sqlite:///" + str(path), poolclass=sa.pool.NullPool, connect_args={"timeout": 60}
-    )
-    created = []
-    try:
-        with engine.begin() as conn:
-            _check_store(conn, uri, _tables(sa))
+    done: list[str] = []
+    with connect(uri, write=True) as conn, conn.begin():
+        names = table_names(conn)
+        check_store(conn, uri, names)
+        try:
+            check_revision(conn, uri)
+        except UnknownSchema as exc:
+            raise InputError(
+                Issue(
+                    f"{exc}: nothing created",
+                    hint="reports still work (through MLflow's search_traces, slower)",
+                )
+            ) from None
+        if kind == "sqlite":
             existing = _sqlite_indexes(conn)
             for name, (table, columns, where) in REPORT_INDEXES.items():
-                if name in existing:
-                    continue
-                conn.exec_driver_sql(
-                    f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)}) "
-                    f"WHERE {where}"
-                )
-                created.append(name)
-    finally:
-        engine.dispose()
-    return created
+                if name not in existing:
+                    conn.exec_driver_sql(
+                        f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)}) "
+                        f"WHERE {where}"
+                    )
+                    done.append(name)
+        if rollup.ROLLUP not in names:
+            traces = conn.exec_driver_sql("SELECT COUNT(*) FROM trace_info").scalar() or 0
+            if rollup_mode != "new" or traces <= WRITER_BACKFILL_LIMIT:
+                rollup.create(conn)
+                rollup.rebuild(conn)
+                done.append(rollup.ROLLUP)
+        elif rollup_mode == "all":
+            rollup.rebuild(conn)
+            done.append(f"{rollup.ROLLUP} (rebuilt)")
+        elif rollup_mode == "stale":
+            stale = rollup.stale(rollup.runner(conn))
+            if stale:
+                rollup.rebuild(conn, stale)
+                done.append(f"{rollup.ROLLUP} (rebuilt for {len(stale)} experiment(s))")
+    return done
 
 
 def _sqlite_indexes(conn: Any) -> set[str]:
@@ -287,7 +129,7 @@ def missing_report_indexes(tracking_uri: str) -> list[str]:
     from ..trace.targets import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.split(":", 1)[0].split("+", 1)[0] != "sqlite":
+    if scheme(uri) != "sqlite":
         return []
     with connect(uri) as conn:
         existing = _sqlite_indexes(conn)
@@ -300,21 +142,31 @@ def missing_report_indexes(tracking_uri: str) -> list[str]:
 class _Selection:
     """The selected traces: conditions on ``trace_info``, and whether spans need them."""
 
-    def __init__(self, sa: Any, conn: Any, t: dict[str, Any], f: Filters, ids: list[int]):
+    def __init__(
+        self,
+        sa: Any,
+        conn: Any,
+        t: dict[str, Any],
+        f: Filters,
+        ids: list[int],
+        all_ours: bool = False,
+    ):
         ti = t["trace_info"].c
         self.sa = sa
         self.t = t
         self.ids = ids
+        self.dialect = conn.dialect.name
         conds: list[Any] = []
         everything = f.experiment is None and len(ids) == _count(conn, t["experiments"])
         if not everything:
             conds.append(ti.experiment_id.in_(ids))
-        # only traces we wrote: checked per trace only when the store holds others too
+        # only traces we wrote: checked per trace only when the store holds others too (the
+        # rollup, when it covers these experiments, says so without counting the tags)
         tags = t["trace_tags"].c
         ours = (
             sa.select(sa.func.count()).select_from(t["trace_tags"]).where(tags.key == "ca.workflow")
         )
-        if conn.execute(ours).scalar() != _count(conn, t["trace_info"]):
+        if not all_ours and conn.execute(ours).scalar() != _count(conn, t["trace_info"]):
             conds.append(
                 sa.select(sa.literal(1))
                 .where(tags.key == "ca.workflow", tags.request_id == ti.request_id)
@@ -342,7 +194,7 @@ class _Selection:
 
 
 def _count(conn: Any, table: Any) -> int:
-    sa = _sa()
+    sa = sa_module()
     return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
 
 
@@ -353,26 +205,50 @@ def _sum(sa: Any, expr: Any) -> Any:
 # --------------------------------------------------------------------------- queries
 
 
-def collect(uri: str, filters: Filters, *, spans: bool, profile: bool, buckets: bool) -> Groups:
-    sa = _sa()
-    t = _tables(sa)
+def collect(
+    uri: str,
+    filters: Filters,
+    *,
+    spans: bool,
+    profile: bool,
+    buckets: bool,
+    use_rollup: bool = True,
+) -> tuple[str, Groups]:
+    """``(source, groups)``: ``source`` is ``rollup``, or ``spans`` (the span tables) with
+    ``spans-uncovered`` meaning the rollup would have answered had it covered the store.
+    Raises ``UnknownSchema`` on a schema revision these queries were not written for."""
+    sa = sa_module()
+    t = tables(sa)
     groups = Groups()
     with connect(uri) as conn:
-        _check_store(conn, uri, t)
-        ids = _experiment_ids(conn, uri, t, filters.experiment)
+        names = table_names(conn)
+        check_store(conn, uri, names)
+        check_revision(conn, uri)
+        ids = experiment_ids(conn, uri, t, filters.experiment)
         if not ids:
-            return groups
-        sel = _Selection(sa, conn, t, filters, ids)
+            return "spans", groups
+        source = "spans"
+        rollup_dialect = conn.dialect.name in rollup.DIALECTS
+        has_rollup = rollup_dialect and rollup.ROLLUP in names
+        run = rollup.runner(conn)
+        if use_rollup and rollup_dialect and not profile and rollup.aligned(filters):
+            if has_rollup:
+                found = rollup.collect(run, filters, ids, spans=spans, buckets=buckets)
+                if found is not None:
+                    return "rollup", found
+            source = "spans-uncovered"  # the rollup would answer once it covers the store
+        all_ours = has_rollup and source == "spans" and rollup.all_ours(run, ids)
+        sel = _Selection(sa, conn, t, filters, ids, all_ours)
         _collect_traces(sa, conn, sel, groups, buckets)
         if not groups.traces:
-            return groups
+            return source, groups
         if spans:
             _collect_models(sa, conn, sel, groups)
             node_workflows = _node_workflows(sa, conn, sel, groups)
             _collect_nodes(sa, conn, sel, groups, node_workflows)
             if profile:
                 _collect_profile(sa, conn, sel, groups, node_workflows)
-    return groups
+    return source, groups
 
 
 def _collect_traces(sa: Any, conn: Any, sel: _Selection, groups: Groups, buckets: bool) -> None:
@@ -385,7 +261,7 @@ def _collect_traces(sa: Any, conn: Any, sel: _Selection, groups: Groups, buckets
             sa.func.count(),
             _sum(sa, sa.case((ti.status == "OK", 1), else_=0)),
             _sum(sa, sa.case((ti.status == "ERROR", 1), else_=0)),
-            _sum(sa, ti.total_cost),
+            _sum(sa, pico(sa, sel.dialect, ti.total_cost)),
             _sum(sa, ti.input_tokens),
             _sum(sa, ti.output_tokens),
             _sum(sa, ti.total_tokens),
@@ -406,11 +282,10 @@ def _collect_traces(sa: Any, conn: Any, sel: _Selection, groups: Groups, buckets
 
 def _collect_models(sa: Any, conn: Any, sel: _Selection, groups: Groups) -> None:
     sc = sel.t["spans"].c
-    tokens = _token_exprs(sa, conn.dialect.name, sc.content, chat=True)
+    tokens = token_exprs(sa, conn.dialect.name, sc.content, chat=True)
+    cost_sum = _sum(sa, pico(sa, sel.dialect, sc.total_cost))
     query = (
-        sa.select(
-            sc.model_name, sa.func.count(), _sum(sa, sc.total_cost), *map(_sum_of(sa), tokens)
-        )
+        sa.select(sc.model_name, sa.func.count(), cost_sum, *map(_sum_of(sa), tokens))
         .where(*sel.spans_where("CHAT_MODEL"))
         .group_by(sc.model_name)
     )
@@ -451,9 +326,10 @@ def _collect_nodes(
     """Per node id in one streaming pass over the AGENT spans (from the index when it exists);
     a node id used by more than one workflow is then split by workflow with a join."""
     sc = sel.t["spans"].c
-    tin, tout = _token_exprs(sa, conn.dialect.name, sc.content, chat=False)
+    tin, tout = token_exprs(sa, conn.dialect.name, sc.content, chat=False)
+    cost_sum = _sum(sa, pico(sa, sel.dialect, sc.total_cost))
     per_name = (
-        sa.select(sc.name, sa.func.count(), _sum(sa, sc.total_cost), _sum(sa, tin), _sum(sa, tout))
+        sa.select(sc.name, sa.func.count(), cost_sum, _sum(sa, tin), _sum(sa, tout))
         .where(*sel.spans_where("AGENT"))
         .group_by(sc.name)
     )
@@ -466,7 +342,7 @@ def _collect_nodes(
     if shared:
         ti = sel.t["trace_info"].c
         split = (
-            sa.select(ti.trace_name, sc.name, sa.func.count(), _sum(sa, sc.total_cost))
+            sa.select(ti.trace_name, sc.name, sa.func.count(), cost_sum)
             .add_columns(_sum(sa, tin), _sum(sa, tout))
             .select_from(sel.t["spans"].join(sel.t["trace_info"], ti.request_id == sc.trace_id))
             .where(sc.type == sa.literal_column("'AGENT'"), sc.name.in_(shared), *sel.trace_conds)
@@ -531,17 +407,19 @@ def _collect_profile(
 
 def recent_count(uri: str, experiment: str | None, since_ms: int) -> tuple[int, list[str]]:
     """Traces (ours) since ``since_ms``, and the names of the experiments looked at."""
-    sa = _sa()
-    t = _tables(sa)
+    sa = sa_module()
+    t = tables(sa)
     with connect(uri) as conn:
-        _check_store(conn, uri, t)
-        ids = _experiment_ids(conn, uri, t, experiment)
+        names = table_names(conn)
+        check_store(conn, uri, names)
+        check_revision(conn, uri)
+        ids = experiment_ids(conn, uri, t, experiment)
         e = t["experiments"].c
-        names = sorted(
+        found = sorted(
             row[0] for row in conn.execute(sa.select(e.name).where(e.experiment_id.in_(ids)))
         )
         if not ids:
-            return 0, names
+            return 0, found
         sel = _Selection(sa, conn, t, Filters(experiment=experiment, start_ms=since_ms), ids)
         query = sa.select(sa.func.count()).select_from(t["trace_info"]).where(*sel.trace_conds)
-        return int(conn.execute(query).scalar() or 0), names
+        return int(conn.execute(query).scalar() or 0), found

@@ -256,6 +256,8 @@ class MlflowSink:
         )
         from mlflow.tracing.constant import SpansLocation, TraceMetadataKey, TraceTagKey
 
+        from ..report import rollup as report_rollup
+
         ids = [info.trace_id for info, _ in traces]
         with self.store.ManagedSessionMaker(read_only=False) as session:
             existing = {
@@ -340,6 +342,7 @@ class MlflowSink:
                 for start in range(0, len(rows), _CHUNK):
                     # Fixed-size chunks: SQLAlchemy caches the compiled statement per size.
                     session.execute(sa.insert(model.__table__), rows[start : start + _CHUNK])
+            report_rollup.add_traces(session, self.experiment_id, infos, traces)
             if infos and rollups_enabled():
                 partitions = [
                     (family, int(self.experiment_id), [row["timestamp_ms"] for row in infos])

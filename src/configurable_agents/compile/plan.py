@@ -72,10 +72,12 @@ class CompiledNode:
 
     def text_options(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         """Call options of a free-text field (``per_field``): the provider's stop boundary."""
-        if self.provider.name == "local":
+        from ..providers.local import ChatLocalLlama
+
+        if isinstance(self.model, ChatLocalLlama):
             from ..providers.local_structured import text_options
 
-            return text_options(name, spec)
+            return text_options(self.model)
         return {}
 
     @property

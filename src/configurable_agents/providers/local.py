@@ -314,6 +314,10 @@ class ChatLocalLlama(BaseChatModel):
             )
         return bundled.locate()
 
+    def is_bundled(self) -> bool:
+        """One of the bundled tiny models (not a GGUF file given as ``model_path``)."""
+        return not self.model_path and self.model_name in BUNDLED
+
     def default_repeat_penalty(self) -> float:
         if self.repeat_penalty is not None:
             return self.repeat_penalty

@@ -28,10 +28,14 @@ if TYPE_CHECKING:
 
 MAX_LIST_ITEMS = 5
 MAX_ITEM_CHARS = 40  # a list item is a word or a short phrase, not a paragraph
+# On the bundled tiny models a list item is at most three words (no underscores or brackets):
+# left more room they write clauses ("is a wondrous place") or glue words with "_".
+SHORT_ITEM_PATTERN = r'^[^ \n\t_{}\[\]"\\]+( [^ \n\t_{}\[\]"\\]+){0,2}$'
 
 
-def guide_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``schema`` that asks the decoder for non-empty strings and short lists."""
+def guide_schema(schema: dict[str, Any], short_items: bool = False) -> dict[str, Any]:
+    """A copy of ``schema`` that asks the decoder for non-empty strings and short lists (with
+    ``short_items``, list items of at most three words)."""
     guided = copy.deepcopy(schema)
 
     def visit(node: Any, in_list: bool = False) -> None:
@@ -46,6 +50,8 @@ def guide_schema(schema: dict[str, Any]) -> dict[str, Any]:
             node.setdefault("minLength", 1)
             if in_list:
                 node.setdefault("maxLength", MAX_ITEM_CHARS)
+                if short_items:
+                    node.setdefault("pattern", SHORT_ITEM_PATTERN)
         elif kind == "array":
             node.setdefault("maxItems", MAX_LIST_ITEMS)
             node.setdefault("minItems", min(1, node["maxItems"]))
@@ -57,12 +63,16 @@ def guide_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return guided
 
 
-def describe_keys(schema: dict[str, Any]) -> str:
-    """``article (the article text), title`` for the keys of an object schema."""
+def describe_keys(schema: dict[str, Any], known: str = "") -> str:
+    """``article (the article text), title`` for the keys of an object schema; a description
+    already in ``known`` (the question) is not repeated (small models echo it as the value)."""
     parts = []
     for name, spec in schema.get("properties", {}).items():
         description = spec.get("description") if isinstance(spec, dict) else None
-        parts.append(f"{name} ({description})" if description else name)
+        if description and description.lower() not in known.lower():
+            parts.append(f"{name} ({description})")
+        else:
+            parts.append(name)
     return ", ".join(parts)
 
 
@@ -70,23 +80,26 @@ def json_schema_runnable(
     model: ChatLocalLlama, schema: dict[str, Any], *, include_raw: bool = False
 ) -> Runnable[LanguageModelInput, Any]:
     """``model`` asked for one JSON object matching a tightened ``schema``."""
-    guided = guide_schema(schema)
-    keys = describe_keys(schema)
+    guided = guide_schema(schema, short_items=model.is_bundled())
     bound = model.bind(response_format={"type": "json_object", "schema": guided})
-    ask: Runnable[Any, Any] = RunnableLambda(lambda messages: _ask_for_json(messages, keys))
+    ask: Runnable[Any, Any] = RunnableLambda(lambda messages: _ask_for_json(messages, schema))
     parse: Runnable[Any, Any] = RunnableLambda(lambda m: parse_json_reply(m).as_langchain())
     chain = ask | bound | parse
     return chain if include_raw else chain | (lambda d: d["parsed"])
 
 
-def _ask_for_json(messages: Any, keys: str) -> list[BaseMessage]:
+def _ask_for_json(messages: Any, schema: dict[str, Any]) -> list[BaseMessage]:
     out = list(messages)
-    if keys and out and isinstance(out[-1], HumanMessage):
-        out[-1] = HumanMessage(f"{out[-1].content}\nAnswer in JSON with the keys: {keys}.")
+    if out and isinstance(out[-1], HumanMessage):
+        question = str(out[-1].content)
+        keys = describe_keys(schema, question)
+        if keys:
+            out[-1] = HumanMessage(f"{question}\nAnswer in JSON with the keys: {keys}.")
     return out
 
 
-def text_options(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Where a free-text (prose) field's answer ends: at two blank lines or the end of the
-    turn (one answer, not a second draft)."""
-    return {"stop": ["\n\n\n"]}
+def text_options(model: ChatLocalLlama) -> dict[str, Any]:
+    """Where a free-text (prose) field's answer ends: on the bundled tiny models at the end of
+    the first paragraph (after it they drift and repeat themselves), on other GGUF files at
+    the end of the turn."""
+    return {"stop": ["\n\n"]} if model.is_bundled() else {}

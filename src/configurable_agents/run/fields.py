@@ -6,7 +6,8 @@ field at a time, in the order of its ``output_schema``, as one conversation:
 * a ``str`` field that holds prose (``is_prose``: its name or description says article,
   summary, reply, paragraph, sentences, ...) is generated as **free text**: the prompt, then
   one line asking for that field only (its description included), stopping at the provider's
-  boundary (on ``local``: the end of the turn or two blank lines); a label the model repeats
+  boundary (on ``local``: the end of the first paragraph for the bundled models, the end of
+  the turn for other GGUF files); a label the model repeats
   (``Article: ...``), wrapping quotes or markdown emphasis are stripped;
 * every other field (short strings such as a title or a city, int, float, bool, lists, dicts,
   objects) is asked for as a one-key JSON object through the provider's structured output (on
@@ -67,11 +68,13 @@ def label(name: str) -> str:
     return name.replace("_", " ")
 
 
-def field_request(name: str, spec: dict[str, Any], text: bool) -> str:
-    """The line that asks for one field."""
+def field_request(name: str, spec: dict[str, Any], text: bool, prompt: str = "") -> str:
+    """The line that asks for one field, with its description unless the prompt already says
+    it (small models echo a repeated description as the answer)."""
     what = label(name)
-    description = spec.get("description")
-    about = f" ({description})" if description and description.lower() != what else ""
+    description = (spec.get("description") or "").strip()
+    said = description.lower() == what or description.lower() in prompt.lower()
+    about = f" ({description})" if description and not said else ""
     if text:
         return f"Write only the {what}{about}, nothing else."
     return f"Give the {what}{about}."
@@ -113,7 +116,7 @@ def per_field_output(
         for name in pending:
             spec = properties[name]
             text = is_prose(name, spec) and not is_test
-            request = field_request(name, spec, text)
+            request = field_request(name, spec, text, _text_of(messages))
             if name in feedback:
                 request = f"{feedback[name]}\n{request}"
             answered.pop(name, None)
@@ -173,6 +176,10 @@ def per_field_output(
             for n in pending
             if n in answered
         }
+
+
+def _text_of(messages: list[BaseMessage]) -> str:
+    return "\n".join(str(m.content) for m in messages if isinstance(m, HumanMessage))
 
 
 def _conversation(

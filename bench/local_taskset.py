@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.load_s:.2f}",
         ]
         print("| " + " | ".join(cells) + " |")
+    # the model is chosen by its best score over the strategies, then by speed
     best = max(rows, key=lambda r: (round(r.score, 3), r.tokens_per_s))
-    print(f"best: {best.model} with structured: {best.strategy} ({best.score:.2f})")
+    print(f"best model: {best.model} ({best.score:.2f} with structured: {best.strategy})")
     default = [r for r in rows if r.model == DEFAULT_MODEL and r.strategy == "per_field"]
     ok = True
     if default:

@@ -248,7 +248,7 @@ def test_prose_fields_are_written_as_free_text(name: str, description: str, pros
 
 def test_free_text_stops_after_a_paragraph_on_the_bundled_models(tmp_path) -> None:
     assert text_options(ChatLocalLlama()) == {"stop": ["\n\n"]}
-    assert text_options(ChatLocalLlama(model_name="gemma-3-270m")) == {"stop": ["\n\n"]}
+    assert text_options(ChatLocalLlama(model_name="gemma-3-270m")) == {"stop": ["\n\n\n"]}
     other = ChatLocalLlama(model_name="big", model_path=str(tmp_path / "big.gguf"))
     assert text_options(other) == {}  # a bigger model may write several paragraphs
 

@@ -88,6 +88,7 @@ class BundledModel:
     licence: str
     locate: Callable[[], str]
     repeat_penalty: float = REPEAT_PENALTY
+    text_stop: tuple[str, ...] = ("\n\n",)  # where a free-text (prose) field's answer ends
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -109,6 +110,8 @@ BUNDLED: dict[str, BundledModel] = {
             "Gemma Terms of Use",
             gemma_path,
             1.3,  # keeps the 270M base model out of "tag, tag, tag, ..." loops
+            # a base model first echoes the request, then a blank line, then writes
+            ("\n\n\n",),
         ),
     )
 }
@@ -317,6 +320,9 @@ class ChatLocalLlama(BaseChatModel):
     def is_bundled(self) -> bool:
         """One of the bundled tiny models (not a GGUF file given as ``model_path``)."""
         return not self.model_path and self.model_name in BUNDLED
+
+    def bundled(self) -> BundledModel | None:
+        return None if self.model_path else BUNDLED.get(self.model_name)
 
     def default_repeat_penalty(self) -> float:
         if self.repeat_penalty is not None:

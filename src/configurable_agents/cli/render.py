@@ -95,7 +95,11 @@ def print_result(result: RunResult, cost: CostSummary, out: Console, err: Consol
     """Outputs on stdout; cost, tokens, status and errors on stderr."""
     if result.succeeded:
         for name, value in result.outputs.items():
-            out.print(Panel(_show(value), title=f"[bold]{escape(name)}[/bold]", title_align="left"))
+            # soft_wrap off here: on a soft-wrapping console a panel crops text to its first line
+            out.print(
+                Panel(_show(value), title=f"[bold]{escape(name)}[/bold]", title_align="left"),
+                soft_wrap=False,
+            )
     u = result.usage
     notes = sorted({m.note for m in cost.by_model.values() if m.note and not cost.unpriced})
     suffix = f" ({', '.join(notes)})" if notes else ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
@@ -43,7 +43,9 @@ class CompiledNode:
     timeout_seconds: float
     max_retries: int
     retry: RetryPolicy = field(default_factory=lambda: retry_policy(RetryConfig()))
+    structured_mode: Literal["json_schema", "per_field"] = "json_schema"
     _structured: Runnable[Any, Any] | None = field(default=None, repr=False)
+    _fields: dict[str, Runnable[Any, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def id(self) -> str:
@@ -54,6 +56,30 @@ class CompiledNode:
         if self._structured is None:
             self._structured = structured_runnable(self.model, self.json_schema)
         return self._structured
+
+    def field_runnable(self, name: str) -> Runnable[Any, Any]:
+        """The model asked for a one-key object holding field ``name`` (``per_field``)."""
+        if name not in self._fields:
+            schema: dict[str, Any] = {
+                "type": "object",
+                "properties": {name: self.json_schema["properties"][name]},
+                "required": [name],
+                "additionalProperties": False,
+            }
+            if "$defs" in self.json_schema:
+                schema["$defs"] = self.json_schema["$defs"]
+            self._fields[name] = structured_runnable(self.model, schema)
+        return self._fields[name]
+
+    def text_options(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Call options of a free-text field (``per_field``): the provider's stop boundary."""
+        from ..providers.local import ChatLocalLlama
+
+        if isinstance(self.model, ChatLocalLlama):
+            from ..providers.local_structured import text_options
+
+            return text_options(self.model)
+        return {}
 
     @property
     def model_name(self) -> str:
@@ -134,6 +160,16 @@ def _output_model(node: Node, state: dict[str, TypeRef]) -> type[BaseModel]:
     return create_model(name, __config__=ConfigDict(extra="forbid"), **specs)
 
 
+def structured_mode(node: Node, llm: LLMConfig) -> Literal["json_schema", "per_field"]:
+    """How this node asks for its typed output: ``nodes[].structured``, else
+    ``llm.structured`` (``config.llm`` merged with the node's ``llm``), else ``auto``:
+    ``per_field`` on provider ``local``, ``json_schema`` elsewhere."""
+    requested = node.structured or llm.structured or "auto"
+    if requested == "auto":
+        return "per_field" if (llm.provider or "local") == "local" else "json_schema"
+    return requested
+
+
 def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
     """Build the run-time plan of a validated workflow (no model is loaded or called)."""
     spec = workflow.spec
@@ -168,6 +204,7 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
                 else spec.config.execution.max_retries
             ),
             retry=retry,
+            structured_mode=structured_mode(node, llm),
         )
     routes: dict[str, list[CompiledRoute]] = {}
     plain: list[tuple[str, str]] = []

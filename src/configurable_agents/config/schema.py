@@ -28,12 +28,22 @@ DEFAULT_PROVIDER = "local"
 # Providers whose models can call tools (validation checks nodes with tools against this; each
 # provider module's ``INFO.supports_tools`` says the same, a test keeps the two in step).
 TOOL_PROVIDERS = frozenset({"test", "google", "openai", "anthropic", "ollama"})
+# The GGUF models shipped in packages, selectable by name on ``local`` without ``model_path``
+# (``providers.local.BUNDLED`` describes them; a test keeps the two in step). The first is
+# the default.
+LOCAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 # Provider errors worth another attempt (``config.execution.retry.on``).
 TransientKind = Literal["rate_limit", "server_error", "timeout", "connection"]
 TRANSIENT_KINDS: tuple[TransientKind, ...] = ("rate_limit", "server_error", "timeout", "connection")
 # ``{__error__: <kind>}`` in the test provider's canned responses: that call fails so.
 TEST_ERRORS = (*TRANSIENT_KINDS, "bad_request")
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Structured = Literal["auto", "json_schema", "per_field"]
+STRUCTURED_HELP = (
+    "How typed outputs are asked for: 'json_schema' (one JSON object, grammar-constrained on "
+    "local), 'per_field' (one call per output field: str fields as free text, the others as "
+    "grammar-constrained JSON), 'auto' (per_field on provider local, json_schema elsewhere)."
+)
 
 
 class _Section(BaseModel):
@@ -53,7 +63,17 @@ class LLMConfig(_Section):
     model: str | None = Field(None, description="Model name; for provider 'test' the name priced.")
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, gt=0)
-    model_path: str | None = Field(None, description="local: any GGUF file instead of Gemma.")
+    model_path: str | None = Field(
+        None, description="local: any GGUF file instead of the bundled models."
+    )
+    chat_format: str | None = Field(
+        None,
+        description="local: llama.cpp chat format (e.g. 'chatml', 'gemma') for GGUF files "
+        "without a chat template; default: the template stored in the file.",
+    )
+    structured: Structured | None = Field(
+        None, description=STRUCTURED_HELP + " Default for every node; default 'auto'."
+    )
     n_ctx: int | None = Field(None, gt=0, description="local: context window in tokens.")
     n_threads: int | None = Field(None, gt=0, description="local: CPU threads.")
     seed: int | None = Field(None, description="local/test: sampling seed.")
@@ -301,6 +321,9 @@ class Node(_Section):
     )
     timeout_seconds: float | None = Field(None, gt=0)
     max_retries: int | None = Field(None, ge=0, le=20)
+    structured: Structured | None = Field(
+        None, description=STRUCTURED_HELP + " Overrides config.llm.structured for this node."
+    )
 
 
 class Route(_Section):

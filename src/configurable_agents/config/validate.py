@@ -25,6 +25,7 @@ from .conditions import ConditionError, compile_condition
 from .loader import Document, Path_, load_document, parse_yaml
 from .schema import (
     DEFAULT_PROVIDER,
+    LOCAL_MODELS,
     TEST_ERRORS,
     TOOL_PROVIDERS,
     Config,
@@ -464,6 +465,7 @@ def _check_nodes(
                 "give this node a tool-calling provider in its llm: section "
                 "(openai, anthropic, google, ollama, or test for offline runs)",
             )
+        _check_local_name(col, node, i, llm)
     responses = base_llm.responses or {}
     for node_id, answers in responses.items():
         if node_id not in node_ids:
@@ -481,6 +483,22 @@ def _check_nodes(
                     f"config.llm.responses for '{node_id}': {kind!r} is not a simulated error",
                     _did_you_mean(str(kind), TEST_ERRORS) or "use one of " + ", ".join(TEST_ERRORS),
                 )
+
+
+def _check_local_name(col: _Collector, node: Node, i: int, llm: LLMConfig) -> None:
+    """Without ``model_path``, a local ``model`` must name a bundled model."""
+    if (llm.provider or DEFAULT_PROVIDER) != "local" or llm.model_path or llm.model is None:
+        return
+    if llm.model in LOCAL_MODELS:
+        return
+    own = node.llm is not None and "model" in node.llm.model_fields_set
+    path: Path_ = ("nodes", i, "llm", "model") if own else ("config", "llm", "model")
+    close = _did_you_mean(llm.model, LOCAL_MODELS)
+    col.add(
+        path,
+        f"provider 'local' has no bundled model {llm.model!r}",
+        close or f"use one of {', '.join(LOCAL_MODELS)}, or set model_path to a .gguf file",
+    )
 
 
 def _check_prompt(col: _Collector, node: Node, base: Path_, state: dict[str, TypeRef]) -> None:

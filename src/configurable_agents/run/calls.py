@@ -49,10 +49,13 @@ def call_model(
     messages: list[BaseMessage],
     config: RunnableConfig,
     check: Callable[[Any], str | None] | None = None,
+    *,
+    text: bool = False,
 ) -> tuple[Any, LLMCall]:
     """Ask the model; return its reply (an ``AIMessage``, or a ``StructuredReply`` when
-    ``kind`` is ``structured``) and the recorded call. ``check(reply)`` says why a reply is
-    invalid (``LLMCall.error``) before the call is recorded: a recorded call never changes."""
+    ``kind`` is ``structured``, unless ``text``: a free-text answer to a structured request,
+    as ``per_field`` asks for prose) and the recorded call. ``check(reply)`` says why a reply
+    is invalid (``LLMCall.error``) before the call is recorded."""
     policy = node.retry
     scope = ctx.scope(node.id)
     attempt = 0
@@ -65,7 +68,7 @@ def call_model(
         call = _failed(record, kind, sent, started_ns, started, None)  # until it ends
         try:
             out = invoke(runnable, sent, config, scope, native_async=node.provider.native_async)
-            reply = structured_reply(out) if kind == "structured" else out
+            reply = structured_reply(out) if kind == "structured" and not text else out
             call = _succeeded(record, kind, reply, sent, started_ns, started)
             if check is not None:
                 call.error = check(reply)

@@ -1,7 +1,8 @@
 """What one node does at run time.
 
 Render the prompt from state → (tool loop, when the node has tools) → ask the model for the
-node's ``output_schema`` through its native structured-output mechanism → validate with
+node's ``output_schema`` through its native structured-output mechanism (``json_schema``), or
+one field at a time (``per_field``, see ``run.fields``) → validate with
 pydantic → on invalid output retry, feeding the error back, up to ``max_retries`` → return the
 outputs as the state update. The whole node runs under its timeout; each model call goes
 through ``run.calls`` (cancellable, retried after transient provider errors, recorded).
@@ -130,6 +131,10 @@ def _structured_output(
     ctx: RunContext,
     record: NodeRun,
 ) -> dict[str, Any]:
+    if node.structured_mode == "per_field":
+        from .fields import per_field_output
+
+        return per_field_output(node, messages, config, ctx, record)
     feedback: list[BaseMessage] = []
     while True:
         sent = messages + feedback

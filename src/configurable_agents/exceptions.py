@@ -14,6 +14,8 @@ The tree, in one place::
         ├── MaxStepsExceededError  the graph took more than ``execution.max_steps`` steps
         ├── RoutingError           no route matched and no default route was given
         ├── ProviderError          the model provider raised while answering
+        ├── BudgetExceededError    a model call would have passed a ``config.budget`` limit
+        ├── BudgetUnavailableError ``action: block`` and the spent amount cannot be read
         └── RunInterruptedError    Ctrl-C or SIGTERM stopped the run (recorded, then re-raised)
 
 Every ``UserError`` carries ``Issue`` records (file, line, message, hint, path) so that callers
@@ -27,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
+    "BudgetExceededError",
+    "BudgetUnavailableError",
     "ConfigurableAgentsError",
     "InputError",
     "Issue",
@@ -149,3 +153,33 @@ class ProviderError(RunError):
 
 class RunInterruptedError(RunError):
     """The run was stopped by Ctrl-C or SIGTERM; its trace records this error."""
+
+
+class BudgetExceededError(RunError):
+    """A model call was refused: its worst case would have passed a ``config.budget`` limit
+    (``action: block``). ``budget`` is ``per_run_usd``, ``daily_usd`` or ``monthly_usd``;
+    ``window`` the run, day or month it covers; ``spent`` what the window had spent (and
+    reserved) before the call, ``worst_case`` the refused call's bound, ``limit`` the budget."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None,
+        budget: str,
+        window: str,
+        spent: float,
+        worst_case: float,
+        limit: float,
+    ) -> None:
+        self.budget = budget
+        self.window = window
+        self.spent = spent
+        self.worst_case = worst_case
+        self.limit = limit
+        super().__init__(message, node=node)
+
+
+class BudgetUnavailableError(RunError):
+    """``action: block``, and what the budget's window has spent cannot be read (the spend
+    ledger or the tracking store): no model call is made without knowing it."""

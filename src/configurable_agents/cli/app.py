@@ -142,12 +142,6 @@ def _warn_pending_features(loaded: Any, console: Console, as_json: bool) -> None
             "no /metrics endpoint to scrape: set observability.prometheus.pushgateway_url, or "
             "use 'configurable-agents serve'"
         )
-    budget = loaded.spec.config.budget
-    if any(v is not None for v in (budget.per_run_usd, budget.daily_usd, budget.monthly_usd)):
-        console.print(
-            "[yellow]warning:[/yellow] config.budget is set, but this version does not enforce "
-            "budgets yet; the run's cost is reported, not limited"
-        )
 
 
 @app.command()

@@ -223,4 +223,55 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
         outputs.extend(o for o in node.outputs if o not in outputs)
     compiled = CompiledWorkflow(workflow, nodes, routes, plain, outputs)
     compiled.price_overrides()  # a bad price file is the user's to fix before any call
+    check_budget(compiled)
     return compiled
+
+
+def check_budget(compiled: CompiledWorkflow) -> None:
+    """A budget must be able to bound every call: each node's model needs a known price,
+    and with ``action: block`` a ``max_tokens`` (the output's worst case)."""
+    from ..exceptions import Issue, WorkflowValidationError
+    from ..pricing import PRICE_HINT, price_split
+    from ..usage import TokenUsage
+
+    workflow = compiled.workflow
+    budget = workflow.spec.config.budget
+    if not budget.limits:
+        return
+    doc = workflow.document
+    issues: list[Issue] = []
+    prices = compiled.price_overrides()
+    for i, node in enumerate(workflow.spec.nodes):
+        plan = compiled.nodes[node.id]
+        own = node.llm is not None
+        if price_split(plan.model_name, plan.provider.name, TokenUsage(1, 1), prices) is None:
+            path: tuple[str | int, ...] = (
+                ("nodes", i, "llm", "model")
+                if own and node.llm is not None and "model" in node.llm.model_fields_set
+                else ("config", "budget")
+            )
+            issues.append(
+                Issue(
+                    f"config.budget is set, but node '{node.id}' uses model "
+                    f"'{plan.model_name}' (provider {plan.provider.name}), which has no known "
+                    "price, so its calls cannot be counted against the budget",
+                    doc.file,
+                    doc.line_of(path),
+                    PRICE_HINT,
+                    path,
+                )
+            )
+        if budget.action == "block" and plan.llm.max_tokens is None:
+            path = ("nodes", i, "llm") if own else ("config", "llm")
+            issues.append(
+                Issue(
+                    f"config.budget has action: block, but node '{node.id}' sets no max_tokens, "
+                    "so the worst case of its calls is unbounded",
+                    doc.file,
+                    doc.line_of(path) or doc.line_of(("config", "budget")),
+                    "set max_tokens under config.llm (or the node's llm:), e.g. max_tokens: 1024",
+                    path,
+                )
+            )
+    if issues:
+        raise WorkflowValidationError(issues)

@@ -253,10 +253,34 @@ class PriceFile(BaseModel):
 
 
 class BudgetConfig(_Section):
-    per_run_usd: float | None = Field(None, ge=0)
-    daily_usd: float | None = Field(None, ge=0)
-    monthly_usd: float | None = Field(None, ge=0)
-    action: Literal["warn", "block"] = "warn"
+    """Spend limits in USD, checked before every model call (see README, Governance)."""
+
+    per_run_usd: float | None = Field(None, gt=0, description="Limit of one run.")
+    daily_usd: float | None = Field(None, gt=0, description="Limit of one UTC day.")
+    monthly_usd: float | None = Field(None, gt=0, description="Limit of one UTC month.")
+    alert_threshold: float = Field(
+        0.8, gt=0, le=1, description="Share of a limit past which a warning is logged."
+    )
+    action: Literal["warn", "block"] = Field(
+        "warn",
+        description="block: a call whose worst case would pass a limit is not made and the "
+        "run fails with BudgetExceededError; warn: log and go on.",
+    )
+    scope: Literal["workflow", "all"] = Field(
+        "workflow",
+        description="What the daily/monthly limits count: this workflow's spend, or every "
+        "workflow's sharing the same spend ledger and store.",
+    )
+
+    @property
+    def limits(self) -> dict[str, float]:
+        """The limits set, by field name."""
+        named = {
+            "per_run_usd": self.per_run_usd,
+            "daily_usd": self.daily_usd,
+            "monthly_usd": self.monthly_usd,
+        }
+        return {k: v for k, v in named.items() if v is not None}
 
 
 class Config(_Section):

@@ -141,6 +141,30 @@ class Observer:
         except Exception as exc:  # noqa: BLE001 - observability never fails a run
             warn_once("spool", f"tracing is off for this run: {type(exc).__name__}: {exc}", 60)
 
+    # ------------------------------------------------------------------ budgets
+
+    def budget_ledger_path(self, compiled: CompiledWorkflow) -> Path:
+        """The spend ledger of ``compiled``'s budgets: ``budget.db`` next to its spool
+        (``$CONFIGURABLE_AGENTS_BUDGET_LEDGER`` wins)."""
+        import os
+
+        from ..run.budget import LEDGER_ENV
+        from .trace.spool import workflow_spool_path
+
+        if os.environ.get(LEDGER_ENV):
+            return Path(os.environ[LEDGER_ENV]).expanduser().resolve()
+        obs = compiled.workflow.spec.config.observability
+        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
+        return workflow_spool_path(obs.spool.path, base).with_name("budget.db")
+
+    def budget_spend(
+        self, compiled: CompiledWorkflow, all_workflows: bool, start_ms: int, end_ms: int
+    ) -> float | None:
+        """USD the workflow's tracking store holds for a window (None: it traces nowhere)."""
+        from .budget_store import store_spend
+
+        return store_spend(compiled, all_workflows, start_ms, end_ms)
+
     # ------------------------------------------------------------------ spooling
 
     def _spool(
@@ -159,6 +183,8 @@ class Observer:
         plan = _plan(compiled, trace)
         if not plan.sinks:
             return
+        if result.budget:
+            tags = {**tags, **budget_tags(result.budget)}
         data: dict[str, Any] = {
             "workflow": WorkflowInfo.of(compiled),
             "tags": tags,
@@ -304,6 +330,16 @@ def spool_snapshot(result: RunResult) -> RunResult:
         cost=None,
         trace_uri=mask_url(result.trace_uri) if result.trace_uri else None,
     )
+
+
+def budget_tags(budget: Mapping[str, Any]) -> dict[str, str]:
+    """The trace tags of a run's budget state (``budget.state``, ``budget.refused``, ...)."""
+    tags = {"budget.state": str(budget.get("state")), "budget.action": str(budget.get("action"))}
+    if budget.get("refused"):
+        tags["budget.refused"] = str(budget["refused"])
+    for name, spent in (budget.get("spent") or {}).items():
+        tags[f"budget.{name}.spent"] = f"{spent:.6f}"
+    return tags
 
 
 def _plan(compiled: CompiledWorkflow, trace: bool | None) -> SinkPlan:

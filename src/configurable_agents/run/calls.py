@@ -63,6 +63,8 @@ def call_model(
         attempt += 1
         sent = list(messages)
         failure: Exception | None = None
+        budget = ctx.budget
+        reservation = budget.reserve(node, sent, kind) if budget is not None else None
         ctx.begin_call(node.id)
         started_ns, started = time.time_ns(), time.perf_counter()
         call = _failed(record, kind, sent, started_ns, started, None)  # until it ends
@@ -82,6 +84,8 @@ def call_model(
             call = _failed(record, kind, sent, started_ns, started, exc)
             call.transient_error = classify_error(exc)
         finally:
+            if budget is not None and reservation is not None:
+                budget.settle(reservation, call.model or record.model, call.provider, call.usage)
             recorded = ctx.end_call(record, call)
         if not recorded or isinstance(failure, CallCancelled):
             raise RunAbandoned(f"node '{node.id}': the run already ended", node=node.id)

@@ -24,6 +24,7 @@ from .result import LLMCall, NodeRun
 
 if TYPE_CHECKING:
     from ..compile.plan import CompiledNode
+    from .budget import BudgetGuard
 
 EventHandler = Callable[[str, NodeRun], None]
 
@@ -41,6 +42,7 @@ class RunContext:
         self.state = dict(state)
         self.nodes: list[NodeRun] = []
         self.on_event = on_event
+        self.budget: BudgetGuard | None = None  # config.budget, asked before each model call
         self.changed = threading.Condition()
         self.current: NodeRun | None = None
         self.deadline: float | None = None

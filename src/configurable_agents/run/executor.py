@@ -31,6 +31,7 @@ from ..config.validate import LoadedWorkflow, load_workflow
 from ..exceptions import MaxStepsExceededError, NodeTimeoutError, RunError, RunInterruptedError
 from ..providers import check_environment
 from . import hooks
+from .budget import guard_for
 from .context import EventHandler, RunContext
 from .graph import graph_of
 from .inputs import coerce_inputs
@@ -179,6 +180,7 @@ def run_workflow(
     started = observer.run_started(compiled, trace) if observer is not None else None
     report = _Report(observer, started, trace, tags, trace_context)
     ctx = RunContext(state, on_event)
+    ctx.budget = guard_for(compiled, run_id, observer)
     max_steps = compiled.workflow.spec.config.execution.max_steps
     config: dict[str, Any] = {"recursion_limit": max_steps, "configurable": {"ca_run": ctx}}
     if callbacks:
@@ -248,6 +250,7 @@ def _finish(
         inputs=inputs,
         run_id=run_id,
         prices=compiled.price_overrides(),
+        budget=ctx.budget.summary() if ctx.budget is not None else None,
     )
     if report.observer is not None:
         report.observer.run_finished(

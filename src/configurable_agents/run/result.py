@@ -132,6 +132,7 @@ class RunResult:
     trace_written: bool = False  # set by the writer once the trace is in the store
     cost: CostSummary | None = field(default=None, repr=False)
     prices: PriceOverrides | None = field(default=None, repr=False)  # the workflow's pricing
+    budget: dict[str, Any] | None = None  # config.budget's state (run.budget.BudgetGuard)
 
     @property
     def succeeded(self) -> bool:
@@ -160,6 +161,7 @@ class RunResult:
             "error": asdict(self.error) if self.error else None,
             "run_id": self.run_id,
             "trace_id": self.trace_id,
+            **({"budget": self.budget} if self.budget else {}),
             **({"state": self.state} if detail else {}),
         }
 

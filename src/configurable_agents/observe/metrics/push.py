@@ -59,6 +59,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     "workflow_runs": ("counter", ("workflow", "status"), ()),
     "llm_tokens": ("counter", ("model", "type"), ()),
     "llm_cost_usd": ("counter", ("model",), ()),
+    "budget_refusals": ("counter", ("workflow", "budget"), ()),
     "workflow_duration_seconds": ("histogram", ("workflow",), DURATION_BUCKETS),
     "node_duration_seconds": ("histogram", ("workflow", "node"), NODE_BUCKETS),
 }
@@ -106,6 +107,8 @@ def increments(result: RunResult) -> list[Row]:
     rows += _observe("workflow_duration_seconds", (workflow,), result.duration_ms / 1000)
     for node in result.nodes:
         rows += _observe("node_duration_seconds", (workflow, node.node), node.duration_ms / 1000)
+    if result.budget and result.budget.get("refused"):
+        rows.append(("budget_refusals", _labels(workflow, str(result.budget["refused"])), "", 1.0))
     for model, entry in summarize_cost(result).by_model.items():
         rows.append(("llm_tokens", _labels(model, "input"), "", float(entry.input_tokens)))
         rows.append(("llm_tokens", _labels(model, "output"), "", float(entry.output_tokens)))

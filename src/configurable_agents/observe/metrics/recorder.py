@@ -9,6 +9,7 @@ metric                          type       labels                  what
 ``workflow_duration_seconds``   histogram  workflow                run wall time
 ``node_duration_seconds``       histogram  workflow, node          node wall time (per visit)
 ``active_workflows``            gauge      workflow                runs in progress
+``budget_refusals_total``       counter    workflow, budget        calls refused by a budget
 ==============================  =========  ======================  ==========================
 
 Label values are bounded: workflow and node names come from workflow files, models from their
@@ -43,6 +44,7 @@ HELP = {
     "workflow_duration_seconds": "Wall time of a workflow run.",
     "node_duration_seconds": "Wall time of one node execution.",
     "active_workflows": "Workflow runs in progress.",
+    "budget_refusals": "Model calls refused by config.budget (action: block).",
 }
 
 
@@ -76,6 +78,9 @@ class Metrics:
             registry=r,
         )
         self.active = Gauge("active_workflows", HELP["active_workflows"], ["workflow"], registry=r)
+        self.budget_refusals = Counter(
+            "budget_refusals", HELP["budget_refusals"], ["workflow", "budget"], registry=r
+        )
 
     def run_started(self, workflow: str) -> None:
         self.active.labels(workflow).inc()
@@ -90,6 +95,8 @@ class Metrics:
         self.duration.labels(workflow).observe(result.duration_ms / 1000)
         for node in result.nodes:
             self.node_duration.labels(workflow, node.node).observe(node.duration_ms / 1000)
+        if result.budget and result.budget.get("refused"):
+            self.budget_refusals.labels(workflow, str(result.budget["refused"])).inc()
         cost = summarize_cost(result)
         for model, entry in cost.by_model.items():
             self.tokens.labels(model, "input").inc(entry.input_tokens)

@@ -224,6 +224,13 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
     compiled = CompiledWorkflow(workflow, nodes, routes, plain, outputs)
     compiled.price_overrides()  # a bad price file is the user's to fix before any call
     check_budget(compiled)
+    if spec.config.observability.mlflow.redact_pii:
+        import importlib.util
+
+        from ..exceptions import MissingExtraError
+
+        if importlib.util.find_spec("presidio_analyzer") is None:
+            raise MissingExtraError("presidio-analyzer", "pii", "redact_pii")
     return compiled
 
 

@@ -109,6 +109,9 @@ def validate_document(doc: Document) -> LoadedWorkflow:
     state_types = _check_state(col, spec.state)
     _check_nodes(col, spec.nodes, spec.config.llm, state_types)
     _check_edges(col, spec.nodes, spec.edges, state_types)
+    from .governance import check_governance
+
+    check_governance(col, spec)
     if col.issues:
         raise WorkflowValidationError(_sorted(col.issues))
     return LoadedWorkflow(spec=spec, file=doc.file, document=doc, state_types=state_types)

@@ -100,6 +100,9 @@ class Observer:
 
     def __init__(self) -> None:
         self.metrics = _MetricsThread()
+        from .redact import Background
+
+        self.redactor = Background()
         # Spooled by this process, per spool: record id -> the result (weakly), so a flush
         # that sees the record written can set ``trace_written``.
         self._records: dict[Path, dict[int, weakref.ref[RunResult]]] = {}
@@ -176,10 +179,8 @@ class Observer:
         context: Mapping[str, str] | None,
     ) -> None:
         from .trace.spans import WorkflowInfo
-        from .trace.spool import FORMAT, SpoolRecord, open_spool, workflow_spool_path
 
         obs = compiled.workflow.spec.config.observability
-        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
         plan = _plan(compiled, trace)
         if not plan.sinks:
             return
@@ -201,6 +202,31 @@ class Observer:
                 "log_artifacts": obs.mlflow.log_artifacts,
             }
         data["result"] = spool_snapshot(result)
+        if obs.mlflow.redact_pii:
+            from .redact import Session, engine_for
+
+            redact = obs.mlflow.redact
+
+            def redact_and_append() -> None:
+                session = Session(engine_for(redact))  # built once per configuration
+                data["result"] = session.value(data["result"])
+                data["tags"] = session.value(data["tags"])
+                self._append(compiled, result, plan, data)
+
+            if obs.mlflow.async_logging or plan.mlflow is None:
+                self.redactor.submit(redact_and_append)
+            else:
+                redact_and_append()
+            return
+        self._append(compiled, result, plan, data)
+
+    def _append(
+        self, compiled: CompiledWorkflow, result: RunResult, plan: SinkPlan, data: dict[str, Any]
+    ) -> None:
+        from .trace.spool import FORMAT, SpoolRecord, open_spool, workflow_spool_path
+
+        obs = compiled.workflow.spec.config.observability
+        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
         spool = open_spool(
             workflow_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024
         )

@@ -125,6 +125,8 @@ class RunStore:
         self._retry_due: list[tuple[float, str]] = []  # heap; stale entries too
         self._failing = False  # the last write failed (log once per outage)
         self._upsert = self._make_upsert()
+        # redact_pii: applied on the writer thread, so no raw value is ever stored
+        self.redact: Callable[[Record], Record] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -328,6 +330,11 @@ class RunStore:
 
     def _try_write(self, rows: list[Record]) -> BaseException | None:
         lease = self.lease_end()
+        if self.redact is not None:
+            try:
+                rows = [self.redact(row) for row in rows]
+            except Exception as exc:  # noqa: BLE001 - retried: never stored unredacted
+                return exc
         stamped = [
             {
                 **row,

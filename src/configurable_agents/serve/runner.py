@@ -73,6 +73,12 @@ class Runner:
     ) -> None:
         self.compiled = compiled
         self.store = store
+        mlflow = compiled.workflow.spec.config.observability.mlflow
+        if mlflow.redact_pii:  # run records are stored redacted (the answers are not)
+            from ..observe.redact import redact_record
+
+            config = mlflow.redact
+            store.redact = lambda record: redact_record(record, config)
         self.max_concurrency = max_concurrency
         self.grace_seconds = grace_seconds
         self.max_queue = max_queue

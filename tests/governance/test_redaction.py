@@ -221,3 +221,42 @@ def test_redact_without_redact_pii_is_an_error(tmp_path):
     with pytest.raises(WorkflowValidationError) as info:
         load_workflow(path)
     assert "redact_pii" in str(info.value)
+
+
+def test_the_default_entities_meet_their_figures_on_the_corpus():
+    """bench/pii/corpus.jsonl: every entity redacted by default has recall >= 0.98 and
+    precision >= 0.9 (bench/pii/measure.py prints the whole table)."""
+    import json
+
+    from configurable_agents.config.schema import PII_DEFAULT_ENTITIES
+    from configurable_agents.observe.redact import engine_for
+
+    corpus = Path(__file__).resolve().parents[2] / "bench" / "pii" / "corpus.jsonl"
+    rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 200 and sum(r["kind"] == "lookalike" for r in rows) >= 50
+    engine = engine_for(None)
+    labelled = found = 0
+    detected: dict[str, int] = {}
+    correct: dict[str, int] = {}
+    per_entity: dict[str, list[int]] = {e: [0, 0] for e in PII_DEFAULT_ENTITIES}
+    for row in rows:
+        text = row["text"]
+        spans = [(text.index(v), text.index(v) + len(v), e) for v, e in row["pii"]]
+        results = engine.find(text)
+        for start, end, entity in spans:
+            if entity not in per_entity:
+                continue
+            hit = any(
+                r.entity_type == entity and r.start <= start and r.end >= end for r in results
+            )
+            per_entity[entity][0] += 1
+            per_entity[entity][1] += hit
+            labelled, found = labelled + 1, found + hit
+        for r in results:
+            detected[r.entity_type] = detected.get(r.entity_type, 0) + 1
+            ok = any(r.entity_type == e and r.start < b and r.end > a for a, b, e in spans)
+            correct[r.entity_type] = correct.get(r.entity_type, 0) + ok
+    for entity, (total, hits) in per_entity.items():
+        assert total >= 40, entity
+        assert hits / total >= 0.98, (entity, hits, total)
+        assert correct.get(entity, 0) / max(detected.get(entity, 0), 1) >= 0.9, entity

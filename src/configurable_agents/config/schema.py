@@ -166,11 +166,11 @@ class ExecutionConfig(_Section):
 
 # Presidio's recognizers that need no NLP model (``redact.entities``); the first ones are the
 # default, those the labelled corpus measures (bench/pii) at recall >= 0.98, precision >= 0.9.
-PII_DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN")
+PII_DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL")
 PII_PATTERN_ENTITIES = (
     *PII_DEFAULT_ENTITIES,
+    "US_SSN",
     "PHONE_NUMBER",
-    "URL",
     "CRYPTO",
     "DATE_TIME",
     "MAC_ADDRESS",

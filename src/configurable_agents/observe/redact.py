@@ -55,6 +55,9 @@ _KEEP = frozenset(
 )
 
 
+_MASTERCARD_2 = r"\b2(?:2[2-9]\d|[3-6]\d\d|7[01]\d|720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b"
+
+
 def _offline_tldextract() -> None:
     """Presidio's email recognizer asks ``tldextract``, which fetches the public suffix list
     over the network by default; use the snapshot it ships instead."""
@@ -97,6 +100,16 @@ class Engine:
             }
         nlp = NlpEngineProvider(nlp_configuration=config).create_engine()
         self.analyzer = AnalyzerEngine(nlp_engine=nlp, supported_languages=["en"])
+        from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+
+        # Mastercard's 2-series (2221-2720), which Presidio's pattern does not know; the
+        # recognizer still requires the Luhn check.
+        self.analyzer.registry.add_recognizer(
+            CreditCardRecognizer(
+                patterns=[Pattern("mastercard_2_series", _MASTERCARD_2, 0.3)],
+                name="MastercardTwoSeriesRecognizer",
+            )
+        )
         for name, regex in patterns:
             entity = name.upper()
             self.analyzer.registry.add_recognizer(
@@ -111,12 +124,22 @@ class Engine:
         self.anonymizer = AnonymizerEngine()
 
     def find(self, text: str) -> list[Any]:
-        return self.analyzer.analyze(  # type: ignore[no-any-return]
-            text=text,
-            language="en",
-            entities=self.entities,
-            allow_list=self.allow or None,
-        )
+        """What Presidio finds, less the matches inside a longer one (the digits of an IBAN
+        that pass for a card, the domain of an email address that passes for a URL)."""
+        found = self.analyzer.analyze(text=text, language="en", entities=self.entities)
+        kept = [
+            r
+            for r in found
+            if not any(
+                o is not r
+                and o.start <= r.start
+                and o.end >= r.end
+                and (o.end - o.start) > (r.end - r.start)
+                for o in found
+            )
+        ]
+        # the allow list after that: the domain of an allowed address is not a URL to replace
+        return [r for r in kept if text[r.start : r.end] not in self.allow]
 
 
 @lru_cache(maxsize=16)

@@ -87,6 +87,9 @@ def run(
         compiled = prepare(loaded, check_env=False)
         tracing = setup_tracing(loaded, trace, console)
         _warn_pending_features(loaded, console, as_json)
+        from .retention import maybe_apply_in_background
+
+        maybe_apply_in_background(loaded)
         install_sigterm()
         progress = None if as_json else Progress(console, verbose=verbose)
         try:
@@ -210,9 +213,11 @@ def _register() -> None:
     from .deploy import deploy_command
     from .observability import observability_app
     from .report import report_app
+    from .retention import retention_app
     from .serve import serve_command
 
     app.add_typer(report_app, name="report")
+    app.add_typer(retention_app, name="retention")
     app.add_typer(observability_app, name="observability")
     app.command("serve")(serve_command)
     app.command("deploy")(deploy_command)

@@ -184,6 +184,8 @@ class Observer:
         plan = _plan(compiled, trace)
         if not plan.sinks:
             return
+        if plan.mlflow is not None and "{" in plan.mlflow.experiment:
+            plan = _per_tags(plan, tags)
         if result.budget:
             tags = {**tags, **budget_tags(result.budget)}
         data: dict[str, Any] = {
@@ -356,6 +358,35 @@ def spool_snapshot(result: RunResult) -> RunResult:
         cost=None,
         trace_uri=mask_url(result.trace_uri) if result.trace_uri else None,
     )
+
+
+EXPERIMENT_DEFAULT = "default"  # what a {tag} of experiment_name becomes when the run lacks it
+
+
+def render_experiment(template: str, tags: Mapping[str, str]) -> str:
+    """``experiment_name`` with ``{tenant}``-style placeholders filled from the run's tags."""
+    import re
+
+    def value(match: re.Match[str]) -> str:
+        found = str(tags.get(match.group(1), "")).strip()
+        return re.sub(r"[^\w.@-]", "_", found)[:100] or EXPERIMENT_DEFAULT
+
+    return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", value, template)
+
+
+def _per_tags(plan: SinkPlan, tags: Mapping[str, str]) -> SinkPlan:
+    """The plan with the MLflow experiment rendered for this run's tags."""
+    from .trace import SinkPlan
+    from .trace.targets import CREDENTIALS, MlflowTarget, mask_url
+
+    assert plan.mlflow is not None
+    old = plan.mlflow.sink()
+    target = MlflowTarget(plan.mlflow.uri, render_experiment(plan.mlflow.experiment, tags))
+    sink = target.sink()
+    if mask_url(target.uri) != target.uri:
+        CREDENTIALS.register(sink, {"uri": target.uri, "exp": target.experiment})
+    sinks = [sink if s == old else s for s in plan.sinks]
+    return SinkPlan(sinks=sinks, mlflow=target, otlp=plan.otlp)
 
 
 def budget_tags(budget: Mapping[str, Any]) -> dict[str, str]:

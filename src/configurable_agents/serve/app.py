@@ -193,9 +193,18 @@ def create_app(
             store.engine.dispose()
             raise
         app.state.runner = runner
+        retention = None
+        if spec.config.observability.mlflow.retention_days is not None:
+            from .retention import RetentionThread
+
+            retention = RetentionThread(compiled.workflow, store)
+            retention.start()
+        app.state.retention = retention
         try:
             yield
         finally:
+            if retention is not None:
+                retention.stop()
             await runner.shutdown()
             app.state.runner = None
 

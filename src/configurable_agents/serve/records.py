@@ -402,6 +402,22 @@ class RunStore:
             )
         return None if row is None else _row_to_record(row)
 
+    def delete_older(self, cutoff: datetime, *, dry_run: bool = False) -> int:
+        """``retention_days``: delete (or count) this workflow's finished records created
+        before ``cutoff`` (UTC); runs still in flight are kept."""
+        from sqlalchemy import delete
+
+        where = [
+            runs.c.workflow == self.workflow,
+            runs.c.created_at < cutoff,
+            runs.c.status.not_in(list(IN_FLIGHT)),
+        ]
+        with self.engine.begin() as conn:
+            if dry_run:
+                found = conn.execute(select(func.count()).select_from(runs).where(*where))
+                return int(found.scalar() or 0)
+            return int(conn.execute(delete(runs).where(*where)).rowcount or 0)
+
     def page(
         self, *, limit: int, offset: int = 0, status: str | None = None
     ) -> tuple[list[Record], int]:

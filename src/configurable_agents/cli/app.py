@@ -66,7 +66,8 @@ def run(
         typer.Option(
             "--tag",
             "-t",
-            help="A trace tag as key=value (repeatable), e.g. user=ana team=search.",
+            help="A trace tag as key=value (repeatable), e.g. user=ana team=search; user, "
+            "team, tenant and cost_center are what report costs --by and its filters read.",
             metavar="K=V",
         ),
     ] = None,
@@ -125,7 +126,11 @@ def _parse_tags(pairs: list[str]) -> dict[str, str]:
     from ..exceptions import InputError, Issue
 
     tags: dict[str, str] = {}
-    for pair in pairs:
+    split: list[str] = []
+    for pair in pairs:  # --tag "user=ana team=search" too
+        parts = pair.split()
+        split += parts if len(parts) > 1 and all("=" in p for p in parts) else [pair]
+    for pair in split:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise InputError(

@@ -184,6 +184,13 @@ def _index_tip(report: CostReport | ProfileReport) -> None:
         )
 
 
+class ByTag(StrEnum):
+    user = "user"
+    team = "team"
+    tenant = "tenant"
+    cost_center = "cost_center"
+
+
 @report_app.command("costs")
 def costs(
     tracking_uri: TrackingUri = DEFAULT_URI,
@@ -199,13 +206,27 @@ def costs(
     aggregate_by: Annotated[
         Aggregate | None, typer.Option("--aggregate-by", help="One row per day, week or month.")
     ] = None,
+    by: Annotated[
+        ByTag | None,
+        typer.Option("--by", help="Also cost per value of this attribution tag."),
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Only runs tagged user=…")] = None,
+    team: Annotated[str | None, typer.Option("--team", help="Only runs tagged team=…")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Only runs tagged tenant=…")
+    ] = None,
+    cost_center: Annotated[
+        str | None, typer.Option("--cost-center", help="Only runs tagged cost_center=…")
+    ] = None,
     output: OutputOpt = None,
     fmt: FormatOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """What runs cost: totals, by workflow (and by model and node with --breakdown)."""
+    """What runs cost: totals, by workflow (and by model and node with --breakdown, by user,
+    team, tenant or cost center with --by)."""
     from ..observe.report.reports import cost_report
 
+    wanted = {"user": user, "team": team, "tenant": tenant, "cost_center": cost_center}
     with guard(verbose, False):
         _warnings()
         report = cost_report(
@@ -213,6 +234,8 @@ def costs(
             **_filters(experiment, workflow, period, start_date, end_date, status),
             breakdown=breakdown,
             aggregate_by=aggregate_by.value if aggregate_by else None,
+            tags={k: v for k, v in wanted.items() if v is not None},
+            by=by.value if by else None,
         )
         _emit(report, output, fmt, print_costs)
         _index_tip(report)
@@ -337,6 +360,14 @@ def print_costs(report: CostReport, out: Console) -> None:
         columns = ["workflow", "runs", "failed", "cost", "tokens", "cost/run"]
         out.print()
         out.print(_table("Cost by Workflow:", columns, rows))
+    if report.by_tag is not None:
+        by = report.filters.get("by", "tag")
+        rows = [
+            [r["value"], _int(r["runs"]), _usd(r["total_cost"]), _int(r["total_tokens"])]
+            for r in report.by_tag
+        ]
+        out.print()
+        out.print(_table(f"Cost by {by}:", ["value", "runs", "cost", "tokens"], rows))
     if report.by_model:
         rows = [
             [

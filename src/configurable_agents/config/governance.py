@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 
 def check_governance(col: _Collector, spec: Workflow) -> None:
+    check_provider_options(col, spec)
+    check_prometheus(col, spec)
     mlflow = spec.config.observability.mlflow
     redact = mlflow.redact
     base = ("config", "observability", "mlflow", "redact")
@@ -52,4 +54,58 @@ def check_governance(col: _Collector, spec: Workflow) -> None:
                 path,
                 f"redact.patterns.{name}: invalid regular expression: {exc}",
                 "fix the regex (YAML: quote it with single quotes so backslashes stay)",
+            )
+
+
+# Which providers read each provider-specific ``llm`` option (their ``create`` functions).
+# The ``test`` provider stands in for any other (a dry run of a priced model), so it accepts
+# every option; the others reject what they would silently ignore.
+PROVIDER_OPTIONS: dict[str, frozenset[str]] = {
+    "model_path": frozenset({"local"}),
+    "chat_format": frozenset({"local"}),
+    "n_ctx": frozenset({"local"}),
+    "n_threads": frozenset({"local"}),
+    "seed": frozenset({"local", "openai", "ollama"}),
+    "base_url": frozenset({"openai", "ollama"}),
+    "latency_ms": frozenset({"test"}),
+    "responses": frozenset({"test"}),
+}
+
+
+def check_provider_options(col: _Collector, spec: Workflow) -> None:
+    """A provider option set where the node's provider ignores it is an error (no dead
+    config), reported where it is written."""
+    from .schema import DEFAULT_PROVIDER, merge_llm
+
+    for i, node in enumerate(spec.nodes):
+        llm = merge_llm(spec.config.llm, node.llm)
+        provider = llm.provider or DEFAULT_PROVIDER
+        if provider == "test":
+            continue
+        for option, readers in PROVIDER_OPTIONS.items():
+            if getattr(llm, option) is None or provider in readers:
+                continue
+            own = node.llm is not None and option in node.llm.model_fields_set
+            path = ("nodes", i, "llm", option) if own else ("config", "llm", option)
+            where = f"nodes[{i}].llm" if own else "config.llm"
+            col.add(
+                path,
+                f"node '{node.id}' uses provider '{provider}', which ignores {option} "
+                f"(set in {where})",
+                f"{option} is read by provider {', '.join(sorted(readers))} only: remove it, "
+                "or set it in the llm: of the nodes that use " + " or ".join(sorted(readers)),
+            )
+
+
+def check_prometheus(col: _Collector, spec: Workflow) -> None:
+    """``prometheus.port`` / ``path``: metrics are served by ``configurable-agents serve`` on
+    its own port at ``/metrics`` (CLI runs push to ``pushgateway_url``); nothing reads these."""
+    prometheus = spec.config.observability.prometheus
+    for option in ("port", "path"):
+        if option in prometheus.model_fields_set:
+            col.add(
+                ("config", "observability", "prometheus", option),
+                f"observability.prometheus.{option} is not used: the server exposes /metrics "
+                "on its own --port, and CLI runs push to pushgateway_url",
+                f"remove {option}; to move the metrics, run configurable-agents serve --port N",
             )

@@ -76,7 +76,7 @@ class LLMConfig(_Section):
     )
     n_ctx: int | None = Field(None, gt=0, description="local: context window in tokens.")
     n_threads: int | None = Field(None, gt=0, description="local: CPU threads.")
-    seed: int | None = Field(None, description="local/test: sampling seed.")
+    seed: int | None = Field(None, description="local/openai/ollama: sampling seed.")
     base_url: str | None = Field(None, description="openai/ollama: server address.")
     latency_ms: float | None = Field(
         None, ge=0, description="test: simulated model latency per call, in milliseconds."
@@ -254,9 +254,13 @@ class OpenTelemetryConfig(_Section):
 
 
 class PrometheusConfig(_Section):
+    """Tier 3: Prometheus metrics (the server's /metrics, or a Pushgateway for CLI runs)."""
+
     enabled: bool = False
-    port: int = Field(9464, ge=1, le=65535)
-    path: str = "/metrics"
+    port: int = Field(
+        9464, ge=1, le=65535, description="Not used: setting it is an error (serve --port)."
+    )
+    path: str = Field("/metrics", description="Not used: setting it is an error (/metrics).")
     pushgateway_url: str | None = None
 
 

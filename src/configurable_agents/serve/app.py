@@ -1,7 +1,8 @@
 """The HTTP server of one workflow (FastAPI): ``create_app(workflow)``.
 
 ====================  ======================================================================
-``POST /runs``        run it: body ``{"inputs": {...}, "tags": {...}}``; waits for the result
+``POST /runs``        run it: body ``{"inputs": {...}, "tags": {...}}`` (``X-User``, ``X-Team``,
+                      ``X-Tenant``, ``X-Cost-Center`` headers add those tags); waits for the result
                       (200, also for a failed run: see ``status``), or with ``?wait=false``
                       returns 202 ``{id, status: "queued"}`` and a ``Location`` at once
 ``GET /runs/{id}``    one run record (404 if unknown)
@@ -240,7 +241,10 @@ def create_app(
     ) -> Response:
         runner = _runner(request)
         raw: dict[str, Any] = body.inputs  # type: ignore[attr-defined]
-        tags: dict[str, str] = body.tags  # type: ignore[attr-defined]
+        tags: dict[str, str] = {
+            **attribution_headers(request.headers),
+            **body.tags,  # type: ignore[attr-defined]
+        }
         bad_tags = _tag_issues(tags)
         try:
             inputs = coerce_inputs(raw, spec, compiled.state_types, json_values=True)
@@ -376,6 +380,24 @@ def create_app(
         return Response(generate_latest(metrics.registry()), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+# Attribution headers: each becomes the run's tag (a tag in the body wins).
+ATTRIBUTION_HEADERS = {
+    "x-user": "user",
+    "x-team": "team",
+    "x-tenant": "tenant",
+    "x-cost-center": "cost_center",
+}
+
+
+def attribution_headers(headers: Any) -> dict[str, str]:
+    """Tags from ``X-User``, ``X-Team``, ``X-Tenant`` and ``X-Cost-Center``."""
+    return {
+        tag: str(headers[name]).strip()
+        for name, tag in ATTRIBUTION_HEADERS.items()
+        if headers.get(name) and str(headers[name]).strip()
+    }
 
 
 def _tag_issues(tags: dict[str, str]) -> list[Issue]:

@@ -32,15 +32,19 @@ class Filters:
     start_ms: int | None = None
     end_ms: int | None = None
     status: str | None = None  # "succeeded" | "failed"
+    tags: tuple[tuple[str, str], ...] = ()  # attribution filters: trace tag == value
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "experiment": self.experiment,
             "workflow": self.workflow,
             "start": _iso_ms(self.start_ms),
             "end": _iso_ms(self.end_ms),
             "status": self.status,
         }
+        if self.tags:
+            out["tags"] = dict(self.tags)
+        return out
 
 
 def _iso_ms(ms: int | None) -> str | None:
@@ -201,6 +205,7 @@ class CostReport:
     periods: list[PeriodCost] | None = None
     # where the numbers came from ("rollup", "spans" or "search_traces"); not part of the report
     source: str = field(default="", compare=False)
+    by_tag: list[dict[str, Any]] | None = None  # --by user|team|tenant|cost_center
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,8 +167,16 @@ def make_filters(
     start: int | float | dt.datetime | dt.date | None = None,
     end: int | float | dt.datetime | dt.date | None = None,
     status: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> Filters:
-    return Filters(experiment, workflow, _time_ms(start), _time_ms(end), normalize_status(status))
+    return Filters(
+        experiment,
+        workflow,
+        _time_ms(start),
+        _time_ms(end),
+        normalize_status(status),
+        tuple(sorted((tags or {}).items())),
+    )
 
 
 # --------------------------------------------------------------------------- entry points
@@ -264,6 +273,8 @@ def cost_report(
     breakdown: bool = False,
     aggregate_by: str | None = None,
     backend: Literal["sql", "spans", "rest"] | None = None,
+    tags: Mapping[str, str] | None = None,
+    by: str | None = None,
 ) -> CostReport:
     """Cost of the traces in ``tracking_uri``.
 
@@ -273,7 +284,9 @@ def cost_report(
     node; ``aggregate_by`` (daily, weekly, monthly) adds one entry per period. ``backend``
     forces a path: ``sql`` (the rollup when it covers the selection, else the span tables),
     ``spans`` (the span tables only) or ``rest`` (search_traces); default: ``sql`` for SQL
-    stores. ``report.source`` says which one answered.
+    stores. ``report.source`` says which one answered. ``tags``: only traces with these tag
+    values (``{"tenant": "acme"}``; the span tables or search_traces answer then, the rollup
+    keeps no tags); ``by``: also cost per value of that tag (``report.by_tag``).
     """
     if aggregate_by is not None and aggregate_by not in AGGREGATES:
         raise InputError(
@@ -281,7 +294,7 @@ def cost_report(
                 f"unknown aggregation {aggregate_by!r}", hint=f"use one of: {', '.join(AGGREGATES)}"
             )
         )
-    filters = make_filters(experiment, workflow, start, end, status)
+    filters = make_filters(experiment, workflow, start, end, status, tags)
     uri, source, groups = _collect(
         tracking_uri,
         filters,
@@ -292,6 +305,12 @@ def cost_report(
     )
     report = build_cost_report(groups, uri, filters, breakdown=breakdown, aggregate_by=aggregate_by)
     report.source = source
+    if by is not None:
+        from ..trace.targets import resolve_tracking_uri
+        from .attribution import cost_by_tag
+
+        report.by_tag = cost_by_tag(resolve_tracking_uri(tracking_uri), by, filters)
+        report.filters["by"] = by
     return report
 
 

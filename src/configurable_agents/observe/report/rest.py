@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ...exceptions import InputError, Issue
@@ -121,7 +121,11 @@ def collect(uri: str, filters: Filters, *, spans: bool, profile: bool, buckets: 
     ids = _experiment_ids(client, uri, filters.experiment)
     groups = Groups()
     if ids:
-        add_traces(groups, search(client, ids, filters, spans=spans), spans, profile, buckets)
+        traces: Iterable[Any] = search(client, ids, filters, spans=spans)
+        if filters.tags:
+            wanted = dict(filters.tags)
+            traces = [t for t in traces if all(t.info.tags.get(k) == v for k, v in wanted.items())]
+        add_traces(groups, traces, spans, profile, buckets)
     return groups
 
 

@@ -414,7 +414,9 @@ def all_ours(run: Run, ids: Sequence[int]) -> bool:
 
 
 def aligned(f: Filters) -> bool:
-    return all(ms is None or ms % BUCKET_MS == 0 for ms in (f.start_ms, f.end_ms))
+    """The rollup can answer ``f``: period bounds on its buckets, no tag filter (it keeps no
+    tags)."""
+    return not f.tags and all(ms is None or ms % BUCKET_MS == 0 for ms in (f.start_ms, f.end_ms))
 
 
 def collect(run: Run, f: Filters, ids: list[int], *, spans: bool, buckets: bool) -> Groups | None:

@@ -180,6 +180,12 @@ class _Selection:
             conds.append(ti.timestamp_ms < f.end_ms)
         if f.status is not None:
             conds.append(ti.status == ("OK" if f.status == "succeeded" else "ERROR"))
+        for key, value in f.tags:
+            conds.append(
+                sa.select(sa.literal(1))
+                .where(tags.key == key, tags.value == value, tags.request_id == ti.request_id)
+                .exists()
+            )
         self.trace_conds = conds
 
     def spans_where(self, span_type: str) -> list[Any]:

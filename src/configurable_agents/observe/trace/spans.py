@@ -77,6 +77,7 @@ class WorkflowInfo:
     node_count: int
     tools: dict[str, list[str]]  # node id -> tool names
     outputs: dict[str, list[str]]  # node id -> output fields
+    descriptions: dict[str, str] = field(default_factory=dict)  # node id -> its description
 
     @classmethod
     def of(cls, compiled: CompiledWorkflow) -> WorkflowInfo:
@@ -88,6 +89,7 @@ class WorkflowInfo:
             node_count=len(spec.nodes),
             tools={n.id: list(n.tools) for n in spec.nodes},
             outputs={n.id: list(n.outputs) for n in spec.nodes},
+            descriptions={n.id: n.description for n in spec.nodes if n.description},
         )
 
 
@@ -267,6 +269,11 @@ def _node_spans(
             "node.tool_calls": len(record.tool_calls),
             "node.prompt_length": len(record.prompt),
             "node.output_fields": info.outputs.get(record.node, []),
+            **(
+                {"node.description": described}
+                if (described := getattr(info, "descriptions", {}).get(record.node))
+                else {}
+            ),
             "node.model": record.model,
             "node.provider": record.provider,
             "node.llm_calls": record.llm_calls,

@@ -151,7 +151,7 @@ class Observer:
         (``$CONFIGURABLE_AGENTS_BUDGET_LEDGER`` wins)."""
         import os
 
-        from ..run.budget import LEDGER_ENV
+        from ..run.ledger import LEDGER_ENV
         from .trace.spool import workflow_spool_path
 
         if os.environ.get(LEDGER_ENV):

@@ -337,3 +337,17 @@ def test_block_needs_max_tokens(tmp_path):
     with pytest.raises(WorkflowValidationError) as info:
         prepare(path)
     assert "max_tokens" in str(info.value)
+
+
+def test_validate_reports_a_budget_on_an_unpriced_model(tmp_path):
+    path = workflow(tmp_path, "{daily_usd: 1}")
+    path.write_text(path.read_text().replace("model: priced-model", "model: no-such-model-x"))
+    out = subprocess.run(
+        [sys.executable, "-m", "configurable_agents", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    assert out.returncode == 2
+    assert "no-such-model-x" in out.stderr and "config.pricing.models" in out.stderr
+    assert f"{path}:" in out.stderr  # file and line

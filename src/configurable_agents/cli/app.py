@@ -169,6 +169,9 @@ def validate(
 
     with guard(False, False):
         loaded = load_workflow(workflow)
+        from ..compile.plan import check_budget, workflow_prices
+
+        check_budget(loaded, workflow_prices(loaded))  # a budget needs prices and max_tokens
         if not skip_env_check:
             check_environment(loaded)
         spec = loaded.spec

@@ -117,16 +117,28 @@ class CompiledWorkflow:
     def price_overrides(self) -> PriceOverrides:
         """Prices from ``config.pricing`` (inline wins over its file) and the env price file."""
         if self._prices is None:
-            from ..pricing import ModelPrice, env_price_overrides, load_price_file
-
-            pricing = self.workflow.spec.config.pricing
-            prices = env_price_overrides()
-            if pricing.file:
-                prices.update(load_price_file(self.workflow.directory / pricing.file))
-            for name, spec in pricing.models.items():
-                prices[name] = ModelPrice.from_mapping(spec.model_dump())
-            self._prices = prices
+            self._prices = workflow_prices(self.workflow)
         return self._prices
+
+
+def workflow_prices(workflow: LoadedWorkflow) -> PriceOverrides:
+    """Prices from ``config.pricing`` (inline wins over its file) and the env price file."""
+    from ..pricing import ModelPrice, env_price_overrides, load_price_file
+
+    pricing = workflow.spec.config.pricing
+    prices = env_price_overrides()
+    if pricing.file:
+        prices.update(load_price_file(workflow.directory / pricing.file))
+    for name, spec in pricing.models.items():
+        prices[name] = ModelPrice.from_mapping(spec.model_dump())
+    return prices
+
+
+@dataclass
+class _Plan:
+    model_name: str
+    provider: ProviderInfo
+    llm: LLMConfig
 
 
 def retry_policy(config: RetryConfig) -> RetryPolicy:
@@ -223,7 +235,7 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
         outputs.extend(o for o in node.outputs if o not in outputs)
     compiled = CompiledWorkflow(workflow, nodes, routes, plain, outputs)
     compiled.price_overrides()  # a bad price file is the user's to fix before any call
-    check_budget(compiled)
+    check_budget(workflow, compiled.price_overrides())
     if spec.config.observability.mlflow.redact_pii:
         import importlib.util
 
@@ -234,22 +246,23 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
     return compiled
 
 
-def check_budget(compiled: CompiledWorkflow) -> None:
+def check_budget(workflow: LoadedWorkflow, prices: PriceOverrides) -> None:
     """A budget must be able to bound every call: each node's model needs a known price,
-    and with ``action: block`` a ``max_tokens`` (the output's worst case)."""
+    and with ``action: block`` a ``max_tokens`` (the output's worst case). Run by
+    ``compile_workflow`` and by ``configurable-agents validate``."""
     from ..exceptions import Issue, WorkflowValidationError
     from ..pricing import PRICE_HINT, price_split
     from ..usage import TokenUsage
 
-    workflow = compiled.workflow
     budget = workflow.spec.config.budget
     if not budget.limits:
         return
     doc = workflow.document
     issues: list[Issue] = []
-    prices = compiled.price_overrides()
     for i, node in enumerate(workflow.spec.nodes):
-        plan = compiled.nodes[node.id]
+        llm = merge_llm(workflow.spec.config.llm, node.llm)
+        provider = PROVIDERS[llm.provider or "local"]
+        plan = _Plan(llm.model or provider.default_model, provider, llm)
         own = node.llm is not None
         if price_split(plan.model_name, plan.provider.name, TokenUsage(1, 1), prices) is None:
             path: tuple[str | int, ...] = (

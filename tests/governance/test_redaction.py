@@ -260,3 +260,20 @@ def test_the_default_entities_meet_their_figures_on_the_corpus():
         assert total >= 40, entity
         assert hits / total >= 0.98, (entity, hits, total)
         assert correct.get(entity, 0) / max(detected.get(entity, 0), 1) >= 0.9, entity
+
+
+def test_content_under_a_naming_key_is_still_redacted():
+    """A state field called ``name`` or ``id`` is content, not a name of ours."""
+    from configurable_agents.observe.redact import Session, engine_for, redact_record
+
+    session = Session(engine_for(None))
+    assert session.value({"name": EMAIL, "id": IP}) == {
+        "name": "<EMAIL_ADDRESS_1>",
+        "id": "<IP_ADDRESS_1>",
+    }
+    record = redact_record({"id": "a" * 32, "status": "succeeded", "inputs": {"name": EMAIL}}, None)
+    assert record == {
+        "id": "a" * 32,
+        "status": "succeeded",
+        "inputs": {"name": "<EMAIL_ADDRESS_1>"},
+    }

@@ -219,8 +219,8 @@ class Session:
             return value
         if isinstance(value, str):
             return self.text(value)
-        if isinstance(value, Mapping):
-            return {k: self.value(v, k if isinstance(k, str) else None) for k, v in value.items()}
+        if isinstance(value, Mapping):  # user content (state, outputs, tags): keys kept
+            return {k: self.value(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             items = [self.value(v) for v in value]
             return items if isinstance(value, list) else tuple(items)
@@ -239,7 +239,7 @@ class Session:
 def redact_record(record: dict[str, Any], config: RedactConfig | None) -> dict[str, Any]:
     """A server run record with its content redacted (one session per record)."""
     session = Session(engine_for(config))
-    return session.value(record)  # type: ignore[no-any-return]
+    return {k: v if k in _KEEP else session.value(v) for k, v in record.items()}
 
 
 log = logging.getLogger("configurable_agents.observe")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,10 +100,17 @@ def test_cli_tag_pairs_and_tenant_experiments(tmp_path):
         names = {e.name for e in mlflow.MlflowClient(uri).search_experiments()}
         if {"costs_acme", "costs_globex", "costs_default"} <= names:
             break
-        import time
-
         time.sleep(0.5)
     assert {"costs_acme", "costs_globex", "costs_default"} <= names
+    # the traces are written by the detached drainer: wait for acme's
+    from configurable_agents.observe.report.reports import cost_report
+
+    for _ in range(60):
+        report = cost_report(uri, experiment="costs_acme", by="user")
+        if report.runs:
+            break
+        time.sleep(0.5)
+    assert [r["value"] for r in report.by_tag or []] == ["ana"]
     out = cli(
         "report",
         "costs",
@@ -115,8 +123,8 @@ def test_cli_tag_pairs_and_tenant_experiments(tmp_path):
         "--format",
         "json",
     )
-    data = json.loads(out.stdout)
-    assert [r["value"] for r in data["by_tag"]] == ["ana"]
+    assert out.returncode == 0, out.stderr
+    assert [r["value"] for r in json.loads(out.stdout)["by_tag"]] == ["ana"]
 
 
 def test_server_attribution_headers(tmp_path):

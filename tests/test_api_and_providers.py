@@ -57,7 +57,7 @@ def test_local_and_test_models_take_their_settings():
 
     model = local.create(LLMConfig(provider="local", n_ctx=512, max_tokens=9, temperature=0))
     assert (model.model_name, model.n_ctx, model.max_tokens, model.temperature) == (
-        "gemma-3-270m",
+        "smollm2-135m-instruct",
         512,
         9,
         0,

@@ -8,8 +8,8 @@ import pytest
 
 import configurable_agents
 from configurable_agents import MissingExtraError, UserError
-from configurable_agents.config.schema import PROVIDERS as SCHEMA_PROVIDERS
 from configurable_agents.config.schema import LOCAL_MODELS, TOOL_PROVIDERS, LLMConfig
+from configurable_agents.config.schema import PROVIDERS as SCHEMA_PROVIDERS
 from configurable_agents.providers import PROVIDERS, create_chat_model, merge_llm
 from configurable_agents.providers.base import model_kwargs
 

@@ -42,6 +42,7 @@ bench: install
 	$(PY) bench/overhead.py
 	$(PY) bench/local_tokens.py
 	$(PY) bench/tracing_pipeline.py
+	$(PY) bench/server_tracing.py
 
 taskset: install  ## which local model writes best: the task-set table, then the example's targets
 	$(PY) bench/local_taskset.py

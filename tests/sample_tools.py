@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 
@@ -13,6 +14,16 @@ def shout(text: str) -> str:
 def slow(seconds: float = 5.0) -> str:
     """Sleep for a while (used to trigger node timeouts)."""
     time.sleep(seconds)
+    return "slept"
+
+
+def slow_marker(seconds: float = 5.0) -> str:
+    """Sleep, then create the file named by $CA_TEST_SLOW_MARKER: the file exists only if the
+    process was still alive when the tool finished."""
+    time.sleep(seconds)
+    marker = os.environ.get("CA_TEST_SLOW_MARKER")
+    if marker:
+        open(marker, "w").close()
     return "slept"
 
 

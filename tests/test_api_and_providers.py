@@ -8,8 +8,8 @@ import pytest
 
 import configurable_agents
 from configurable_agents import MissingExtraError, UserError
-from configurable_agents.config.schema import PROVIDERS as SCHEMA_PROVIDERS
 from configurable_agents.config.schema import LOCAL_MODELS, TOOL_PROVIDERS, LLMConfig
+from configurable_agents.config.schema import PROVIDERS as SCHEMA_PROVIDERS
 from configurable_agents.providers import PROVIDERS, create_chat_model, merge_llm
 from configurable_agents.providers.base import model_kwargs
 
@@ -57,7 +57,7 @@ def test_local_and_test_models_take_their_settings():
 
     model = local.create(LLMConfig(provider="local", n_ctx=512, max_tokens=9, temperature=0))
     assert (model.model_name, model.n_ctx, model.max_tokens, model.temperature) == (
-        "gemma-3-270m",
+        "smollm2-135m-instruct",
         512,
         9,
         0,

@@ -175,16 +175,20 @@ def test_schema_command(tmp_path):
     assert json.loads(out.read_text()) == schema
 
 
-def test_a_timed_out_node_does_not_keep_the_cli_alive(write_workflow):
+def test_a_timed_out_node_does_not_keep_the_cli_alive(write_workflow, tmp_path, monkeypatch):
+    """The CLI exits at the timeout, not when the tool still sleeping in its thread ends: the
+    tool would create the marker file if the process were still alive when it finished."""
     text = MINIMAL.replace(
         "    outputs: [article]",
-        "    outputs: [article]\n    tools: ['sample_tools:slow']\n    timeout_seconds: 0.5",
+        "    outputs: [article]\n    tools: ['sample_tools:slow_marker']\n    timeout_seconds: 0.5",
     )
-    started = time.perf_counter()
+    marker = tmp_path / "tool-finished"
+    monkeypatch.setenv("CA_TEST_SLOW_MARKER", str(marker))
     proc = cli("run", write_workflow(text), "-i", "topic=x")
     assert proc.returncode == 1
     assert "NodeTimeoutError: node 'write' did not finish within 0.5 s" in proc.stderr
-    assert time.perf_counter() - started < 4.5  # the tool sleeps 5 s
+    time.sleep(6)  # past the tool's 5 s: a process still alive would have made the file
+    assert not marker.exists()
 
 
 def test_error_lines_print_their_number_not_an_emoji(write_workflow):

@@ -98,7 +98,8 @@ def add_traces(session: Any, experiment_id: int | str, rows: Sequence[Any], trac
     """Add traces just inserted to the rollup, in the caller's transaction.
 
     ``rows``: the ``trace_info`` rows inserted (dicts of column values, exactly as written);
-    ``traces``: ``(TraceInfo, [Span])`` pairs of the batch (those not in ``rows`` are skipped).
+    ``traces``: ``(TraceInfo, spans)`` pairs of the batch (MLflow ``Span`` objects, or the
+    writer's own span records) (those not in ``rows`` are skipped).
     Does nothing on a store without the rollup table (it is created by ``report index`` or the
     writer's first open) or of another database.
     """
@@ -168,9 +169,9 @@ def _sums(eid: int, rows: Sequence[Any], traces: Any) -> dict[tuple[Any, ...], l
         for span in spans:
             kind = span.span_type
             if kind == "CHAT_MODEL":
-                usage = span.get_attribute(CHAT_USAGE)
+                usage = _attribute(span, CHAT_USAGE)
                 usage = usage if isinstance(usage, dict) else {}
-                model = bounded_model_dimension(span.get_attribute("mlflow.llm.model")) or ""
+                model = bounded_model_dimension(_attribute(span, "mlflow.llm.model")) or ""
                 add(
                     (eid, "model", name, status, bucket, model),
                     1,
@@ -181,15 +182,21 @@ def _sums(eid: int, rows: Sequence[Any], traces: Any) -> dict[tuple[Any, ...], l
                     0,
                 )
             elif kind == "AGENT":
-                tin = int(span.get_attribute("node.input_tokens") or 0)
-                tout = int(span.get_attribute("node.output_tokens") or 0)
+                tin = int(_attribute(span, "node.input_tokens") or 0)
+                tout = int(_attribute(span, "node.output_tokens") or 0)
                 key = (eid, "node", name, status, bucket, span.name or "")
                 add(key, 1, to_pico(_cost(span)), tin, tout, tin + tout, 0)
     return acc
 
 
+def _attribute(span: Any, key: str) -> Any:
+    """An attribute of an MLflow ``Span`` or of one of our ``SpanRecord``s."""
+    get = getattr(span, "get_attribute", None)
+    return get(key) if get is not None else span.attributes.get(key)
+
+
 def _cost(span: Any) -> Any:
-    cost = span.get_attribute("mlflow.llm.cost")
+    cost = _attribute(span, "mlflow.llm.cost")
     return cost.get("total_cost") if isinstance(cost, dict) else None
 
 

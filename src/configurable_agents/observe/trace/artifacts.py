@@ -25,7 +25,19 @@ LEVELS = ("minimal", "standard", "full")
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, indent=2, default=str, ensure_ascii=False).encode("utf-8")
+    """Indented UTF-8 JSON. orjson (a dependency of the ``mlflow`` extra) writes it several
+    times faster than ``json`` (whose indenting encoder is pure Python); the output is the
+    same JSON data."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson comes with the mlflow extra
+        return json.dumps(value, indent=2, default=str, ensure_ascii=False).encode("utf-8")
+    try:
+        return orjson.dumps(
+            value, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+        )
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an int too big for orjson
+        return json.dumps(value, indent=2, default=str, ensure_ascii=False).encode("utf-8")
 
 
 def cost_summary(trace: TraceRecord) -> dict[str, Any]:

@@ -19,6 +19,7 @@ are also recorded as MLflow's trace user and session-free ``ca.user`` / ``ca.tea
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -33,15 +34,21 @@ _META_VALUE = 250  # MLflow's limit on a metadata value
 
 
 def _dump(value: Any) -> str:
-    from mlflow.tracing.utils import dump_span_attribute_value
+    """A span attribute value as MLflow stores it (JSON). Our values are plain JSON data, so
+    the C encoder does it; anything else goes through MLflow's own encoder."""
+    try:
+        return _plain(value)
+    except (TypeError, ValueError):
+        from mlflow.tracing.utils import dump_span_attribute_value
 
-    return dump_span_attribute_value(value)
+        return dump_span_attribute_value(value)
 
 
-def _otel_span(trace_id: int, record: SpanRecord, mlflow_trace_id: str) -> Any:
-    from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+_plain = json.JSONEncoder(ensure_ascii=False, allow_nan=True).encode
 
+
+def span_attributes(record: SpanRecord, mlflow_trace_id: str) -> dict[str, str]:
+    """The span's attributes, each value dumped as MLflow stores it."""
     attributes = {
         "mlflow.traceRequestId": _dump(mlflow_trace_id),
         "mlflow.spanType": _dump(record.span_type),
@@ -53,19 +60,57 @@ def _otel_span(trace_id: int, record: SpanRecord, mlflow_trace_id: str) -> Any:
     for key, value in record.attributes.items():
         if value is not None:
             attributes[key] = _dump(value)
+    return attributes
+
+
+def _exception_event(record: SpanRecord) -> dict[str, str]:
+    return {"exception.type": record.error_type or "Error", "exception.message": record.error or ""}
+
+
+def span_dict(trace_id: int, record: SpanRecord, attributes: dict[str, str]) -> dict[str, Any]:
+    """What MLflow's ``Span.to_dict()`` returns for this span, built without the OTel and
+    MLflow span objects (the golden-rows test checks the two agree)."""
+    error = record.error is not None
+    return {
+        "trace_id": _b64(trace_id.to_bytes(16, "big")),
+        "span_id": _b64(record.span_id.to_bytes(8, "big")),
+        "parent_span_id": _b64(record.parent_id.to_bytes(8, "big"))
+        if record.parent_id is not None
+        else None,
+        "name": record.name,
+        "start_time_unix_nano": record.start_ns,
+        "end_time_unix_nano": max(record.end_ns, record.start_ns),
+        "events": [
+            {
+                "name": "exception",
+                "time_unix_nano": record.end_ns,
+                "attributes": _exception_event(record),
+            }
+        ]
+        if error
+        else [],
+        "status": {
+            "code": "STATUS_CODE_ERROR" if error else "STATUS_CODE_OK",
+            "message": record.error if error else "",
+        },
+        "attributes": attributes,
+        "links": [],
+    }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("utf-8")
+
+
+def _otel_span(trace_id: int, record: SpanRecord, mlflow_trace_id: str) -> Any:
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+
+    attributes = span_attributes(record, mlflow_trace_id)
     events = []
     if record.error is not None:
         status = Status(StatusCode.ERROR, record.error)
-        events.append(
-            Event(
-                "exception",
-                {
-                    "exception.type": record.error_type or "Error",
-                    "exception.message": record.error,
-                },
-                timestamp=record.end_ns,
-            )
-        )
+        events.append(Event("exception", _exception_event(record), timestamp=record.end_ns))
     else:
         status = Status(StatusCode.OK)
     flags = TraceFlags(TraceFlags.SAMPLED)
@@ -142,7 +187,11 @@ def trace_totals(trace: TraceRecord) -> dict[str, Any]:
     }
 
 
-def to_mlflow(trace: TraceRecord, experiment_id: str) -> tuple[TraceInfo, list[Span]]:
+def to_mlflow(
+    trace: TraceRecord, experiment_id: str, *, spans: bool = True
+) -> tuple[TraceInfo, list[Span]]:
+    """The trace's ``TraceInfo`` and (with ``spans``) its MLflow spans; the SQL writer builds
+    span rows itself (``span_dict``) and asks for none."""
     from mlflow.entities import (
         Assessment,
         AssessmentSource,
@@ -156,7 +205,9 @@ def to_mlflow(trace: TraceRecord, experiment_id: str) -> tuple[TraceInfo, list[S
 
     result = trace.result
     mlflow_id = trace.mlflow_trace_id
-    spans = [Span(_otel_span(trace.trace_id, s, mlflow_id)) for s in trace.spans]
+    entities = (
+        [Span(_otel_span(trace.trace_id, s, mlflow_id)) for s in trace.spans] if spans else []
+    )
     totals = trace_totals(trace)
     total_cost = totals["cost"]["total_cost"] if totals["cost"] else 0.0
     retries = sum(n.retries for n in result.nodes)
@@ -234,4 +285,4 @@ def to_mlflow(trace: TraceRecord, experiment_id: str) -> tuple[TraceInfo, list[S
         tags=tags,
         assessments=assessments,
     )
-    return info, spans
+    return info, entities

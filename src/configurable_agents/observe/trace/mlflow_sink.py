@@ -17,6 +17,7 @@ indexes (``observe.report.sql.ensure_report_indexes``).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -180,7 +181,7 @@ class MlflowSink:
         if not prepared:
             return result
         if self.fast:
-            self._write_sql([(p[2], p[3]) for p in prepared])
+            self._write_sql([(p[2], p[1]) for p in prepared])
         else:
             for _, _, info, spans, _ in prepared:
                 self._write_client(info, spans)
@@ -214,7 +215,7 @@ class MlflowSink:
         summarize_cost(result)
         trace = build_trace(data["workflow"], result, tags=data["tags"])
         trace.parent = data.get("parent")
-        info, spans = to_mlflow(trace, self.experiment_id)
+        info, spans = to_mlflow(trace, self.experiment_id, spans=not self.fast)
         return trace, info, spans
 
     def _write_client(self, info: Any, spans: list[Any]) -> None:
@@ -235,7 +236,7 @@ class MlflowSink:
                 self.spans_in_store = False
         self.client._upload_trace_data(info, TraceData(spans=spans))
 
-    def _write_sql(self, traces: list[tuple[Any, list[Any]]]) -> None:
+    def _write_sql(self, traces: list[tuple[Any, Any]]) -> None:
         import sqlalchemy as sa
         from mlflow.store.tracking.dbmodels.models import (
             SqlAssessments,
@@ -319,18 +320,20 @@ class MlflowSink:
                     {"request_id": trace_id, "key": k, "value": v} for k, v in sorted(meta.items())
                 ]
                 for assessment in info.assessments:
-                    row = SqlAssessments.from_mlflow_entity(assessment)
-                    row.trace_id = trace_id
-                    row.experiment_id = int(self.experiment_id)
-                    row.trace_timestamp_ms = info.request_time
                     assessments.append(
-                        {name: getattr(row, key) for key, name in assessment_columns}
+                        _assessment_row(
+                            assessment,
+                            trace_id,
+                            int(self.experiment_id),
+                            info.request_time,
+                            assessment_columns,
+                        )
                     )
             span_rows = [
-                _span_row(span, int(self.experiment_id))
-                for info, trace_spans in traces
+                row
+                for info, trace in traces
                 if info.trace_id in new_ids
-                for span in trace_spans
+                for row in _span_rows(trace, info.trace_id, int(self.experiment_id))
             ]
             for model, rows in (
                 (SqlTraceInfo, infos),
@@ -339,10 +342,10 @@ class MlflowSink:
                 (SqlAssessments, assessments),
                 (SqlSpan, span_rows),
             ):
-                for start in range(0, len(rows), _CHUNK):
-                    # Fixed-size chunks: SQLAlchemy caches the compiled statement per size.
-                    session.execute(sa.insert(model.__table__), rows[start : start + _CHUNK])
-            report_rollup.add_traces(session, self.experiment_id, infos, traces)
+                _insert(session, model.__table__, rows)
+            report_rollup.add_traces(
+                session, self.experiment_id, infos, [(i, t.spans) for i, t in traces]
+            )
             if infos and rollups_enabled():
                 partitions = [
                     (family, int(self.experiment_id), [row["timestamp_ms"] for row in infos])
@@ -370,10 +373,19 @@ class MlflowSink:
         uri = self._artifact_uri(info.trace_id)
         local = _local_path(uri)
         if local is not None:
+            folders = {os.path.dirname(name) for name in files}
+            for folder in sorted(folders):
+                os.makedirs(os.path.join(local, folder), exist_ok=True)
             for name, content in files.items():
-                path = local / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content)
+                fd = os.open(
+                    os.path.join(local, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+                )
+                try:
+                    view = memoryview(content)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
             return
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -389,52 +401,134 @@ class MlflowSink:
 _CHUNK = 200
 
 
-def _span_row(span: Any, experiment_id: int) -> dict[str, Any]:
-    """One ``spans`` row, as MLflow's ``log_spans`` stores it (same content JSON, cost and
-    model columns)."""
-    import json
+def _span_rows(trace: Any, trace_id: str, experiment_id: int) -> list[dict[str, Any]]:
+    """The ``spans`` rows of a trace, as MLflow's ``log_spans`` stores them (same content
+    JSON, cost and model columns), built straight from our span records.
 
+    MLflow's ``translate_span_when_storing`` fills in what other instrumentations leave out
+    (inputs, outputs, token usage, message format); our spans carry all of it already, so it
+    would return the same dict (the golden-rows test checks this) at twice the cost.
+    """
     from mlflow.store.tracking.utils.trace_analytics import (
         bounded_model_dimension,
         finite_float_or_none,
     )
-    from mlflow.tracing.constant import SpanAttributeKey
-    from mlflow.tracing.utils import TraceJSONEncoder
 
-    # MLflow's translate_span_when_storing fills in what other instrumentations leave out
-    # (inputs, outputs, token usage, message format); our spans carry all of it already, so
-    # it would return the same dict (the golden-rows test checks this) at twice the cost.
-    span_dict = span.to_dict()
-    attributes = span_dict.get("attributes", {})
-    cost: dict[str, Any] = {}
-    if raw := attributes.get(SpanAttributeKey.LLM_COST):
-        with contextlib.suppress(TypeError, ValueError):
-            cost = json.loads(raw)
+    from .mlflow_entities import span_attributes, span_dict
 
-    def plain(key: str) -> Any:
-        value = attributes.get(key)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return json.loads(value)
-        return value
+    rows = []
+    for record in trace.spans:
+        attributes = span_attributes(record, trace_id)
+        cost = record.attributes.get("mlflow.llm.cost") or {}
+        model = record.attributes.get("mlflow.llm.model")
+        provider = record.attributes.get("mlflow.llm.provider")
+        rows.append(
+            {
+                "trace_id": trace_id,
+                "experiment_id": experiment_id,
+                "span_id": f"{record.span_id:016x}",
+                "parent_span_id": f"{record.parent_id:016x}"
+                if record.parent_id is not None
+                else None,
+                "name": record.name,
+                "type": record.span_type,
+                "status": "ERROR" if record.error is not None else "OK",
+                "start_time_unix_nano": record.start_ns,
+                "end_time_unix_nano": max(record.end_ns, record.start_ns),
+                "content": _encode(span_dict(trace.trace_id, record, attributes)),
+                "input_cost": finite_float_or_none(cost.get("input_cost")),
+                "output_cost": finite_float_or_none(cost.get("output_cost")),
+                "total_cost": finite_float_or_none(cost.get("total_cost")),
+                "model_name": bounded_model_dimension(model),
+                "model_provider": bounded_model_dimension(provider),
+            }
+        )
+    return rows
 
-    return {
-        "trace_id": span.trace_id,
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _insert(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table`` in the session's transaction: on SQLite with the driver's
+    ``executemany`` (SQLAlchemy's per-row parameter processing would double the cost; every
+    value here is a plain str, int, float, bool or None), elsewhere through SQLAlchemy (its
+    "insertmanyvalues" batches rows into multi-row INSERTs on PostgreSQL and MySQL)."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row), []).append(tuple(row.values()))
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            for columns, values in groups.items():
+                names = ", ".join(f'"{c}"' for c in columns)
+                marks = ", ".join("?" * len(columns))
+                cursor.executemany(
+                    f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
+                    values,
+                )
+        finally:
+            cursor.close()
+        return
+    import sqlalchemy as sa
+
+    for start in range(0, len(rows), _CHUNK):
+        # Fixed-size chunks: SQLAlchemy caches the compiled statement per size.
+        session.execute(sa.insert(table), rows[start : start + _CHUNK])
+
+
+def _assessment_row(
+    assessment: Any,
+    trace_id: str,
+    experiment_id: int,
+    trace_time_ms: int,
+    columns: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """One ``assessments`` row, as ``SqlAssessments.from_mlflow_entity`` makes it (without
+    building the ORM object: a feedback's row is plain columns)."""
+    from mlflow.store.tracking.dbmodels.models import SqlAssessments
+    from mlflow.store.tracking.utils.trace_analytics import assessment_aggregate
+
+    feedback = assessment.feedback
+    if feedback is None or feedback.error is not None:
+        sql = SqlAssessments.from_mlflow_entity(assessment)
+        sql.trace_id, sql.experiment_id, sql.trace_timestamp_ms = (
+            trace_id,
+            experiment_id,
+            trace_time_ms,
+        )
+        return {name: getattr(sql, key) for key, name in columns}
+    from mlflow.tracing.utils import generate_assessment_id
+    from mlflow.utils.time import get_current_time_millis
+
+    now = get_current_time_millis()
+    aggregate, numeric = assessment_aggregate(feedback.value)
+    values = {
+        "assessment_id": assessment.assessment_id or generate_assessment_id(),
+        "trace_id": trace_id,
         "experiment_id": experiment_id,
-        "span_id": span.span_id,
-        "parent_span_id": span.parent_id,
-        "name": span.name,
-        "type": span.span_type,
-        "status": span.status.status_code,
-        "start_time_unix_nano": span.start_time_ns,
-        "end_time_unix_nano": span.end_time_ns,
-        "content": json.dumps(span_dict, cls=TraceJSONEncoder, ensure_ascii=False),
-        "input_cost": finite_float_or_none(cost.get("input_cost")),
-        "output_cost": finite_float_or_none(cost.get("output_cost")),
-        "total_cost": finite_float_or_none(cost.get("total_cost")),
-        "model_name": bounded_model_dimension(plain(SpanAttributeKey.MODEL)),
-        "model_provider": bounded_model_dimension(plain(SpanAttributeKey.MODEL_PROVIDER)),
+        "trace_timestamp_ms": trace_time_ms,
+        "name": assessment.name,
+        "assessment_type": "feedback",
+        "value": json.dumps(feedback.value),
+        "error": None,
+        "created_timestamp": assessment.create_time_ms or now,
+        "last_updated_timestamp": assessment.last_update_time_ms or now,
+        "source_type": assessment.source.source_type,
+        "source_id": assessment.source.source_id,
+        "run_id": assessment.run_id,
+        "span_id": assessment.span_id,
+        "rationale": assessment.rationale,
+        "overrides": assessment.overrides,
+        "valid": True,
+        "assessment_metadata": json.dumps(assessment.metadata) if assessment.metadata else None,
+        "aggregate_value": aggregate,
+        "is_numeric_value": numeric,
     }
+    return {name: values.get(key) for key, name in columns}
 
 
 def _local_path(uri: str) -> Path | None:

@@ -32,15 +32,19 @@ class Filters:
     start_ms: int | None = None
     end_ms: int | None = None
     status: str | None = None  # "succeeded" | "failed"
+    batch: str | None = None  # the ``ca.batch_id`` tag of ``configurable-agents batch`` rows
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "experiment": self.experiment,
             "workflow": self.workflow,
             "start": _iso_ms(self.start_ms),
             "end": _iso_ms(self.end_ms),
             "status": self.status,
         }
+        if self.batch is not None:
+            data["batch"] = self.batch
+        return data
 
 
 def _iso_ms(ms: int | None) -> str | None:

@@ -414,7 +414,11 @@ def all_ours(run: Run, ids: Sequence[int]) -> bool:
 
 
 def aligned(f: Filters) -> bool:
-    return all(ms is None or ms % BUCKET_MS == 0 for ms in (f.start_ms, f.end_ms))
+    """Whether the rollup can answer ``f``: whole buckets, and no filter it does not keep
+    (a batch id is a trace tag)."""
+    return f.batch is None and all(
+        ms is None or ms % BUCKET_MS == 0 for ms in (f.start_ms, f.end_ms)
+    )
 
 
 def collect(run: Run, f: Filters, ids: list[int], *, spans: bool, buckets: bool) -> Groups | None:

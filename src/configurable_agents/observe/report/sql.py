@@ -180,6 +180,16 @@ class _Selection:
             conds.append(ti.timestamp_ms < f.end_ms)
         if f.status is not None:
             conds.append(ti.status == ("OK" if f.status == "succeeded" else "ERROR"))
+        if f.batch is not None:
+            conds.append(
+                sa.select(sa.literal(1))
+                .where(
+                    tags.key == "ca.batch_id",
+                    tags.value == f.batch,
+                    tags.request_id == ti.request_id,
+                )
+                .exists()
+            )
         self.trace_conds = conds
 
     def spans_where(self, span_type: str) -> list[Any]:

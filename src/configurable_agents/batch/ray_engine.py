@@ -1,7 +1,7 @@
 """The Ray engine: rows as calls to Ray actors, each holding the compiled workflow (and its
 ``local`` model) once.
 
-Without ``--ray-address`` it starts a local Ray bound to 127.0.0.1 (no dashboard) with one CPU
+Without ``--ray-address`` it starts a local Ray bound to 127.0.0.1 only (no dashboard) with one CPU
 per worker and shuts it down at the end; with an address it joins that cluster and leaves it
 running. The driver keeps ``concurrency`` rows in flight at most, spread over the actors
 (each actor runs up to ``ceil(concurrency / workers)`` rows at once in threads, one for the
@@ -36,7 +36,16 @@ MAX_ATTEMPTS = 3
 OBJECT_STORE_BYTES = 80 * 1024 * 1024  # a local Ray's object store (rows are small)
 
 
-def import_ray() -> Any:
+# Ray resolves 127.0.0.1 to the machine's address and listens on every interface unless it
+# runs "without clusters" (its setting for laptops, read when ``ray`` is imported): a local Ray
+# started for one batch then binds its GCS, raylet and workers to 127.0.0.1 only.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def import_ray(local: bool = True) -> Any:
+    """``ray``, or the install hint; ``local``: a Ray started here binds to 127.0.0.1."""
+    if local:
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     try:
         import ray
     except ImportError:
@@ -76,7 +85,7 @@ class RayEngine:
         workers: int | None = None,
         address: str | None = None,
     ) -> None:
-        self.ray = import_ray()
+        self.ray = import_ray(local=address is None)
         self.source = source
         self.concurrency = concurrency
         self.workers = max(1, min(workers or min(concurrency, os.cpu_count() or 1), concurrency))
@@ -86,6 +95,7 @@ class RayEngine:
         self.restarts = 0
         self.started_here = False
         self.actors: list[Any] = []
+        self.worker_pids: list[int] = []
 
     # ------------------------------------------------------------------ cluster
 
@@ -133,7 +143,7 @@ class RayEngine:
         self.start()
         try:
             self.actors = [self._actor() for _ in range(self.workers)]
-            self.pids()  # wait until every actor has loaded the workflow
+            self.worker_pids = self.pids()  # waits until every actor has loaded the workflow
             self._loop(iter(jobs), done, stop)
             self.flush()
         finally:

@@ -69,7 +69,7 @@ def prepare_batch(opts: BatchOptions) -> tuple[WorkflowSource, DataSet, BatchMet
     if opts.engine == "ray":
         from .ray_engine import import_ray
 
-        import_ray()
+        import_ray(local=opts.ray_address is None)
     source = WorkflowSource.of(opts.workflow, opts.overrides)
     compiled = compiled_for(source)
     spec = compiled.workflow.spec

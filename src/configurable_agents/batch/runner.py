@@ -148,6 +148,13 @@ def _run(
     progress: ProgressSink | None,
 ) -> BatchSummary:
     meta, finished = _start_results(opts, meta)
+    from .mlflow_run import RUN_TAG, start_batch_run
+
+    name = f"{opts.variant or 'batch'} {meta.batch_id}"
+    mlflow_run = start_batch_run(compiled_for(source), opts.trace, meta.batch_id, name)
+    tags = dict(opts.tags)
+    if mlflow_run is not None:
+        tags[RUN_TAG] = mlflow_run.run_id
     total = data.count if opts.limit is None else min(opts.limit, data.count)
     before = summarize(opts.output, total) if finished else None
     tally = Tally()
@@ -178,7 +185,7 @@ def _run(
             status = finished.get(row_key(row.key))
             if status == "succeeded" or (status == "failed" and not opts.retry_failed):
                 continue
-            yield RowJob.of(row, meta.batch_id, opts.tags, opts.trace)
+            yield RowJob.of(row, meta.batch_id, tags, opts.trace)
 
     if opts.max_cost is not None and tally.cost_usd >= opts.max_cost:
         stopped = "max_cost"
@@ -207,6 +214,18 @@ def _run(
     summary.stopped = stopped
     summary.seconds = time.perf_counter() - started
     summary.ran = tally.done - ran_before
+    if mlflow_run is not None:
+        summary.mlflow_run_id = mlflow_run.run_id
+        params = {
+            "workflow": meta.workflow,
+            "workflow_file": meta.workflow_file,
+            "data_file": meta.data_file,
+            "engine": engine.name,
+            "concurrency": opts.concurrency,
+            "variant": opts.variant,
+            **{f"set.{k}": v for k, v in opts.overrides.items()},
+        }
+        mlflow_run.finish(summary, params)
     return summary
 
 

@@ -63,6 +63,7 @@ class BatchSummary:
     stopped: str | None = None  # max_cost | interrupted | engine error: ...
     seconds: float = 0.0  # this invocation
     ran: int = 0  # rows this invocation ran
+    mlflow_run_id: str | None = None  # the batch's MLflow run, when it is traced to MLflow
 
     @property
     def pending(self) -> int:
@@ -96,6 +97,7 @@ class BatchSummary:
             "cost_usd": self.cost_usd,
             "latency_ms": {"p50": round(self.p50_ms, 3), "p95": round(self.p95_ms, 3)},
             "stopped": self.stopped,
+            "mlflow_run_id": self.mlflow_run_id,
             "this_run": {
                 "rows": self.ran,
                 "seconds": round(self.seconds, 3),

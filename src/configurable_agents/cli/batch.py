@@ -201,10 +201,10 @@ class _Rate(ProgressColumn):
 class BatchProgress:
     """A rich progress bar on stderr: rows done / failed, rows/s, ETA, cost so far."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, label: str = "batch") -> None:
         self.console = console
         self.bar = Progress(
-            TextColumn("[bold]batch[/bold]"),
+            TextColumn(f"[bold]{escape(label)}[/bold]"),
             BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
             TextColumn("[red]{task.fields[failed]:,} failed[/red]"),
@@ -269,3 +269,109 @@ def print_summary(summary: BatchSummary, out: Console) -> None:
     if summary.pending or (summary.failed and not summary.stopped):
         hint = "--resume" if summary.pending else "--resume --retry-failed"
         err.print(f"[dim]to finish: run the same command with {hint}[/dim]")
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@batch_app.command("compare")
+def compare_command(
+    baseline: Annotated[Path, typer.Argument(help="The baseline workflow (.yaml).")],
+    candidate: Annotated[
+        Path | None,
+        typer.Argument(help="The candidate workflow (default: the baseline with --set)."),
+    ] = None,
+    data: DataOpt = "",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Change the candidate: node.key=value, e.g. write.prompt='...' (repeatable).",
+            metavar="NODE.KEY=V",
+        ),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for both results files.")
+    ] = Path("compare"),
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML summary with charts here.")
+    ] = None,
+    concurrency: ConcurrencyOpt = 4,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish both batches in --output.")
+    ] = False,
+    limit: LimitOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_workers: RayWorkersOpt = None,
+    id_field: IdOpt = None,
+    map_: MapOpt = None,
+    max_cost: MaxCostOpt = None,
+    trace: TraceOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run a baseline and a candidate over the same rows and compare them side by side."""
+    from ..batch.compare import run_compare
+    from ..batch.runner import BatchOptions
+    from ..batch.worker import parse_overrides
+    from ..exceptions import InputError, Issue
+
+    console = stderr_console()
+    with guard(verbose, as_json):
+        if not data:
+            raise InputError(Issue("--data is required", hint="e.g. --data rows.jsonl"))
+        opts = BatchOptions(
+            workflow=baseline,
+            data=data,
+            concurrency=concurrency,
+            resume=resume,
+            limit=limit,
+            engine=engine,
+            ray_address=ray_address,
+            ray_workers=ray_workers,
+            id_field=id_field,
+            mapping=parse_map(map_ or []),
+            max_cost=max_cost,
+            trace=prepare_tracing(baseline, trace, console),
+            overrides=parse_overrides(set_ or []),
+        )
+        install_sigterm()
+        progress = None if as_json else (lambda label: BatchProgress(console, label))
+        comp = run_compare(opts, candidate, output, progress)
+        if html is not None:
+            from ..batch.html import write_html
+
+            write_html(comp, html)
+        if as_json:
+            print(json.dumps(comp.to_dict(), default=str))
+        else:
+            print_comparison(comp, Console(highlight=False, soft_wrap=True, emoji=False))
+            if html is not None:
+                console.print(f"wrote {escape(str(html))}")
+        complete = not comp.baseline.pending and not comp.candidate.pending
+        raise typer.Exit(EXIT_OK if complete else EXIT_FAILED)
+
+
+def print_comparison(comp: Any, out: Console) -> None:
+    from ..batch.html import _fmt
+
+    out.print(f"[bold]baseline:[/bold]  {escape(comp.baseline_label)} ({comp.baseline.batch_id})")
+    out.print(f"[bold]candidate:[/bold] {escape(comp.candidate_label)} ({comp.candidate.batch_id})")
+    table = Table(box=None, padding=(0, 2), title_justify="left")
+    for i, name in enumerate(("measure", "baseline", "candidate", "better")):
+        table.add_column(name, justify="left" if i in (0, 3) else "right")
+    for m in comp.metrics:
+        table.add_row(m.name, _fmt(m.baseline, m.name), _fmt(m.candidate, m.name), m.better or "—")
+    out.print()
+    out.print(table)
+    out.print(
+        f"\n{comp.rows:,} rows compared: {comp.fixed:,} fixed, {comp.broken:,} broken, "
+        f"{comp.outputs_differ:,} with different outputs, {comp.both_failed:,} failed in both"
+    )
+    for e in comp.examples[:5]:
+        row = json.dumps(e["row"])
+        b = json.dumps(e["baseline"], default=str)[:80]
+        c = json.dumps(e["candidate"], default=str)[:80]
+        out.print(f"  row {escape(row)} ({e['change']}): {escape(b)} → {escape(c)}")
+    out.print(f"\n[bold]Better:[/bold] {escape(comp.verdict)}")

@@ -188,12 +188,14 @@ class _Rss:
         pass
 
     def advance(self, line: Mapping[str, Any], tally: Any) -> None:
-        self.count += 1
-        if self.count % 500 == 0:
+        done = tally.done  # advance runs in worker threads: the tally is counted under a lock
+        if done - self.count >= 500:
+            self.count = done
             rss = rss_mb()
-            if self.count == self.after:
+            if not self.base and done >= self.after:
                 self.base = rss
-            self.peak = max(self.peak, rss)
+            if self.base:
+                self.peak = max(self.peak, rss)
 
     def close(self) -> None:
         pass

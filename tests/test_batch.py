@@ -272,3 +272,17 @@ def test_the_process_engine_runs_rows_in_spawned_workers(tmp_path: Path) -> None
     )
     assert sorted(line["row"] for line in lines) == list(range(6))
     assert all(line["status"] == "succeeded" for line in lines)
+
+
+@pytest.mark.local_model
+def test_a_batch_on_the_local_model_runs_one_model_per_process(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp", reason='needs: pip install "configurable-agents[local]"')
+    d = tmp_path / "topics.csv"
+    d.write_text("topic\ntide pools\nbees\nvolcanoes\n", encoding="utf-8")
+    example = ROOT / "examples" / "article_writer.yaml"
+    proc = cli("batch", example, "--data", d, "-c", "2", "--no-trace", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["succeeded"] == 3 and summary["engine"] == "local"
+    lines = results(tmp_path / "results.jsonl")
+    assert all(line["outputs"]["article"] for line in lines)

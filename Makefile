@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY = true
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[local,mlflow,server,pii,dev]"
+	$(PY) -m pip install --quiet -e ".[local,mlflow,server,pii,batch,ray,dev]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 def _register() -> None:
+    from .batch import batch_app
     from .deploy import deploy_command
     from .observability import observability_app
     from .report import report_app
@@ -226,6 +227,7 @@ def _register() -> None:
 
     app.add_typer(report_app, name="report")
     app.add_typer(retention_app, name="retention")
+    app.add_typer(batch_app, name="batch")
     app.add_typer(observability_app, name="observability")
     app.command("serve")(serve_command)
     app.command("deploy")(deploy_command)

@@ -94,6 +94,10 @@ FormatOpt = Annotated[
         help="json or csv (default for -o: json, or csv for a .csv file; without -o: tables).",
     ),
 ]
+BatchOpt = Annotated[
+    str | None,
+    typer.Option("--batch", help="Only the rows of this batch (its id, from `batch`)."),
+]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show the traceback of internal errors.")
 ]
@@ -106,6 +110,7 @@ def _filters(
     start_date: str | None,
     end_date: str | None,
     status: Status | None,
+    batch: str | None = None,
 ) -> dict[str, Any]:
     from ..observe.report.reports import resolve_period
 
@@ -116,6 +121,7 @@ def _filters(
         "start": start,
         "end": end,
         "status": status.value if status else None,
+        "batch": batch,
     }
 
 
@@ -200,6 +206,7 @@ def costs(
     start_date: StartOpt = None,
     end_date: EndOpt = None,
     status: StatusOpt = None,
+    batch: BatchOpt = None,
     breakdown: Annotated[
         bool, typer.Option("--breakdown", help="Also cost by model and by node.")
     ] = False,
@@ -231,7 +238,7 @@ def costs(
         _warnings()
         report = cost_report(
             tracking_uri,
-            **_filters(experiment, workflow, period, start_date, end_date, status),
+            **_filters(experiment, workflow, period, start_date, end_date, status, batch),
             breakdown=breakdown,
             aggregate_by=aggregate_by.value if aggregate_by else None,
             tags={k: v for k, v in wanted.items() if v is not None},
@@ -250,6 +257,7 @@ def profile(
     start_date: StartOpt = None,
     end_date: EndOpt = None,
     status: StatusOpt = None,
+    batch: BatchOpt = None,
     output: OutputOpt = None,
     fmt: FormatOpt = None,
     verbose: VerboseOpt = False,
@@ -260,7 +268,8 @@ def profile(
     with guard(verbose, False):
         _warnings()
         report = profile_report(
-            tracking_uri, **_filters(experiment, workflow, period, start_date, end_date, status)
+            tracking_uri,
+            **_filters(experiment, workflow, period, start_date, end_date, status, batch),
         )
         _emit(report, output, fmt, print_profile)
         _index_tip(report)
@@ -309,6 +318,8 @@ def _selection(report: CostReport | ProfileReport) -> str:
         parts.append(f"{_when(f.get('start'))} ≤ start < {_when(f.get('end'))}")
     if f.get("status"):
         parts.append(f"{f['status']} runs only")
+    if f.get("batch"):
+        parts.append(f"batch {f['batch']}")
     return " · ".join(parts)
 
 

@@ -33,6 +33,7 @@ class Filters:
     end_ms: int | None = None
     status: str | None = None  # "succeeded" | "failed"
     tags: tuple[tuple[str, str], ...] = ()  # attribution filters: trace tag == value
+    batch: str | None = None  # the ``ca.batch_id`` tag of ``configurable-agents batch`` rows
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -44,6 +45,8 @@ class Filters:
         }
         if self.tags:
             out["tags"] = dict(self.tags)
+        if self.batch is not None:
+            out["batch"] = self.batch
         return out
 
 

@@ -168,6 +168,7 @@ def make_filters(
     end: int | float | dt.datetime | dt.date | None = None,
     status: str | None = None,
     tags: Mapping[str, str] | None = None,
+    batch: str | None = None,
 ) -> Filters:
     return Filters(
         experiment,
@@ -176,6 +177,7 @@ def make_filters(
         _time_ms(end),
         normalize_status(status),
         tuple(sorted((tags or {}).items())),
+        batch,
     )
 
 
@@ -275,12 +277,14 @@ def cost_report(
     backend: Literal["sql", "spans", "rest"] | None = None,
     tags: Mapping[str, str] | None = None,
     by: str | None = None,
+    batch: str | None = None,
 ) -> CostReport:
     """Cost of the traces in ``tracking_uri``.
 
     ``start`` / ``end``: epoch milliseconds, datetimes or dates (local midnight); start
     inclusive, end exclusive (``resolve_period`` turns periods and ISO dates into these).
-    ``status``: success/succeeded or failure/failed. ``breakdown`` adds cost by model and by
+    ``status``: success/succeeded or failure/failed; ``batch``: only the rows of that
+    ``configurable-agents batch`` (its ``ca.batch_id`` tag). ``breakdown`` adds cost by model and by
     node; ``aggregate_by`` (daily, weekly, monthly) adds one entry per period. ``backend``
     forces a path: ``sql`` (the rollup when it covers the selection, else the span tables),
     ``spans`` (the span tables only) or ``rest`` (search_traces); default: ``sql`` for SQL
@@ -294,7 +298,7 @@ def cost_report(
                 f"unknown aggregation {aggregate_by!r}", hint=f"use one of: {', '.join(AGGREGATES)}"
             )
         )
-    filters = make_filters(experiment, workflow, start, end, status, tags)
+    filters = make_filters(experiment, workflow, start, end, status, tags, batch)
     uri, source, groups = _collect(
         tracking_uri,
         filters,
@@ -323,10 +327,11 @@ def profile_report(
     end: int | float | dt.datetime | dt.date | None = None,
     status: str | None = None,
     backend: Literal["sql", "spans", "rest"] | None = None,
+    batch: str | None = None,
 ) -> ProfileReport:
     """Per node over the selected traces: visits, p50/p95/max duration, share of run time,
     retries, tokens and cost; the node with the largest share is the bottleneck."""
-    filters = make_filters(experiment, workflow, start, end, status)
+    filters = make_filters(experiment, workflow, start, end, status, batch=batch)
     uri, source, groups = _collect(
         tracking_uri, filters, spans=True, profile=True, buckets=False, backend=backend
     )

@@ -95,6 +95,8 @@ def filter_string(f: Filters) -> str:
         parts.append(f"trace.timestamp_ms < {int(f.end_ms)}")
     if f.status is not None:
         parts.append(f"trace.status = '{'OK' if f.status == 'succeeded' else 'ERROR'}'")
+    if f.batch is not None:
+        parts.append(f"tags.`ca.batch_id` = {_quoted(f.batch, 'batch id')}")
     return " AND ".join(parts)
 
 

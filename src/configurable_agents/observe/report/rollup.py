@@ -421,9 +421,13 @@ def all_ours(run: Run, ids: Sequence[int]) -> bool:
 
 
 def aligned(f: Filters) -> bool:
-    """The rollup can answer ``f``: period bounds on its buckets, no tag filter (it keeps no
-    tags)."""
-    return not f.tags and all(ms is None or ms % BUCKET_MS == 0 for ms in (f.start_ms, f.end_ms))
+    """The rollup can answer ``f``: period bounds on its buckets, no tag or batch filter (it
+    keeps no tags; a batch id is a trace tag)."""
+    return (
+        not f.tags
+        and f.batch is None
+        and all(ms is None or ms % BUCKET_MS == 0 for ms in (f.start_ms, f.end_ms))
+    )
 
 
 def collect(run: Run, f: Filters, ids: list[int], *, spans: bool, buckets: bool) -> Groups | None:

@@ -180,7 +180,8 @@ class _Selection:
             conds.append(ti.timestamp_ms < f.end_ms)
         if f.status is not None:
             conds.append(ti.status == ("OK" if f.status == "succeeded" else "ERROR"))
-        for key, value in f.tags:
+        wanted = list(f.tags) + ([("ca.batch_id", f.batch)] if f.batch is not None else [])
+        for key, value in wanted:
             conds.append(
                 sa.select(sa.literal(1))
                 .where(tags.key == key, tags.value == value, tags.request_id == ti.request_id)

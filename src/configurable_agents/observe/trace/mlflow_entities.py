@@ -13,6 +13,9 @@ agree. Keys we add for querying (tags and metadata both, so the UI can filter on
 ``ca.parent_trace_id``    a caller's trace id  ``ca.parent_span_id``    its span (``traceparent``)
 ========================  ==============================================================
 
+A row of ``configurable-agents batch`` also has the tags ``ca.batch_id`` and ``ca.batch_row``,
+and ``ca.mlflow_run`` (the batch's MLflow run), which becomes ``mlflow.sourceRun`` metadata.
+
 User tags given with ``run --tag key=value`` are trace tags as given (``user`` and ``team``
 are also recorded as MLflow's trace user and session-free ``ca.user`` / ``ca.team``).
 """
@@ -249,6 +252,8 @@ def to_mlflow(
         metadata["ca.error_node"] = result.error.node or ""
     if "user" in trace.tags:
         metadata["mlflow.trace.user"] = trace.tags["user"][:_META_VALUE]
+    if "ca.mlflow_run" in trace.tags:  # a batch's row: its trace is listed under the batch's run
+        metadata["mlflow.sourceRun"] = trace.tags["ca.mlflow_run"]
     tags = {**trace.tags, **ours, "mlflow.traceName": trace.root.name}
     source = AssessmentSource(source_type="CODE", source_id=SOURCE_ID)
     created = result.started_ns // 1_000_000 + int(result.duration_ms)

@@ -1,0 +1,182 @@
+"""One row of a batch: the workflow (as every engine's workers load it) and ``run_row``.
+
+``WorkflowSource`` is what travels to worker processes and Ray actors: the file's path and
+text (a Ray worker on another machine may not have the file) and the ``--set`` overrides of
+``batch compare``. A worker loads and compiles it once (``compiled_for``), so a ``local``
+model is loaded once per process or actor, never per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import InputError, Issue, UserError
+
+if TYPE_CHECKING:
+    from ..compile.plan import CompiledWorkflow
+    from ..config.validate import LoadedWorkflow
+    from .data import Row
+
+
+@dataclass(frozen=True)
+class WorkflowSource:
+    file: str
+    text: str
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, path: str | Path, overrides: Mapping[str, str] | None = None) -> WorkflowSource:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(Issue("workflow file not found", file=str(path))) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(Issue(f"cannot read the workflow: {exc}", file=str(path))) from None
+        return cls(str(p.resolve()), text, tuple((overrides or {}).items()))
+
+    @property
+    def sha256(self) -> str:
+        digest = hashlib.sha256(self.text.encode())
+        for key, value in self.overrides:
+            digest.update(f"\0{key}={value}".encode())
+        return digest.hexdigest()
+
+    def load(self) -> LoadedWorkflow:
+        from ..config.loader import parse_yaml
+        from ..config.validate import validate_document
+
+        doc = parse_yaml(self.text, self.file)
+        for key, value in self.overrides:
+            _override(doc.data, key, value, self.file)
+        return validate_document(doc)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``["write.prompt=Be brief: {topic}"]`` → ``{"write.prompt": "Be brief: {topic}"}``."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        node, dot, attr = key.strip().partition(".")
+        if not sep or not dot or not node or not attr:
+            raise InputError(
+                Issue(
+                    f"--set {pair!r} is not node.key=value",
+                    hint="e.g. --set write.prompt='Write two sentences about {topic}.'",
+                )
+            )
+        out[key.strip()] = value
+    return out
+
+
+def _override(data: Any, key: str, value: str, file: str) -> None:
+    from ruamel.yaml import YAML
+
+    node_id, _, attr = key.partition(".")
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    for node in nodes or []:
+        if isinstance(node, dict) and node.get("id") == node_id:
+            break
+    else:
+        ids = [n.get("id") for n in nodes or [] if isinstance(n, dict)]
+        raise InputError(
+            Issue(
+                f"--set {key}: the workflow has no node '{node_id}'",
+                file=file,
+                hint="nodes are: " + ", ".join(str(i) for i in ids),
+            )
+        )
+    target = node
+    *path, last = attr.split(".")
+    for part in path:
+        target = target.setdefault(part, {})
+    parsed: Any = value
+    if attr != "prompt":  # a prompt is text; other keys take YAML values (numbers, lists)
+        parsed = YAML(typ="safe").load(value) if value.strip() else value
+    target[last] = parsed
+
+
+_compiled: dict[WorkflowSource, CompiledWorkflow] = {}
+_compiled_lock = threading.Lock()
+
+
+def compiled_for(source: WorkflowSource) -> CompiledWorkflow:
+    """The compiled workflow of ``source`` in this process (compiled once)."""
+    with _compiled_lock:
+        found = _compiled.get(source)
+        if found is None:
+            from ..run.executor import prepare
+
+            found = _compiled[source] = prepare(source.load())
+        return found
+
+
+@dataclass
+class RowJob:
+    """A row, ready to run: its key and inputs, the trace tags and flag."""
+
+    key: Any
+    values: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)
+    trace: bool | None = None
+
+    @classmethod
+    def of(cls, row: Row, batch_id: str, tags: Mapping[str, str], trace: bool | None) -> RowJob:
+        return cls(
+            row.key,
+            row.values,
+            {**tags, "ca.batch_id": batch_id, "ca.batch_row": str(row.key)},
+            trace,
+        )
+
+
+def run_row(compiled: CompiledWorkflow, job: RowJob) -> dict[str, Any]:
+    """Run one row and return its result line (never raises for the row's own problems)."""
+    from ..run.cost import summarize_cost
+    from ..run.executor import run_workflow
+
+    started = time.perf_counter()
+    try:
+        result = run_workflow(compiled, job.values, trace=job.trace, tags=job.tags)
+    except UserError as exc:  # the row's values do not fit the state types
+        return failed_line(job.key, "InputError", _issues(exc), started)
+    except Exception as exc:  # noqa: BLE001 - one row's internal error must not end the batch
+        return failed_line(job.key, type(exc).__name__, str(exc), started)
+    cost = summarize_cost(result, compiled.price_overrides())
+    error = result.error
+    return {
+        "row": job.key,
+        "status": result.status,
+        "outputs": result.outputs,
+        "error": {"type": error.type, "message": error.message, "node": error.node}
+        if error
+        else None,
+        "trace_id": result.trace_id,
+        "cost_usd": cost.total_usd,
+        "usage": result.usage.to_dict(),
+        "duration_ms": round(result.duration_ms, 3),
+    }
+
+
+def _issues(exc: UserError) -> str:
+    return "; ".join(i.message for i in exc.issues)
+
+
+def failed_line(key: Any, kind: str, message: str, started: float | None = None) -> dict[str, Any]:
+    elapsed = 0.0 if started is None else (time.perf_counter() - started) * 1000
+    return {
+        "row": key,
+        "status": "failed",
+        "outputs": {},
+        "error": {"type": kind, "message": message, "node": None},
+        "trace_id": None,
+        "cost_usd": 0.0,
+        "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+        "duration_ms": round(elapsed, 3),
+    }

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -93,23 +92,18 @@ def test_cli_tag_pairs_and_tenant_experiments(tmp_path):
     assert out.returncode == 0, out.stderr
     out = cli("run", str(path), "-i", "topic=x")
     assert out.returncode == 0, out.stderr
+    # the detached drainer writes the traces: flush waits for it (the sink's lock), so the
+    # store is not created by two processes at once
+    out = cli("observability", "flush", "--workflow", str(path), "--timeout", "120")
+    assert out.returncode == 0, out.stderr
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for _ in range(60):
-        names = {e.name for e in mlflow.MlflowClient(uri).search_experiments()}
-        if {"costs_acme", "costs_globex", "costs_default"} <= names:
-            break
-        time.sleep(0.5)
+    names = {e.name for e in mlflow.MlflowClient(uri).search_experiments()}
     assert {"costs_acme", "costs_globex", "costs_default"} <= names
-    # the traces are written by the detached drainer: wait for acme's
     from configurable_agents.observe.report.reports import cost_report
 
-    for _ in range(60):
-        report = cost_report(uri, experiment="costs_acme", by="user")
-        if report.runs:
-            break
-        time.sleep(0.5)
+    report = cost_report(uri, experiment="costs_acme", by="user")
     assert [r["value"] for r in report.by_tag or []] == ["ana"]
     out = cli(
         "report",

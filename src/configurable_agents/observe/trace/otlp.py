@@ -286,6 +286,12 @@ class Outcomes:
 
     def error(self, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ValueError) and "less than or equal to 0" in text:
+            # The SDK retried with its deadline already spent (requests refuses a 0 s
+            # timeout): the reason is what the earlier attempt came to.
+            if threading.get_ident() in self.by_thread:
+                return
+            text = f"no answer within {self.timeout:g} s"
         if "connection refused" in text.lower():
             reason = "connection refused"
         elif "ReadTimeout" in text or "Read timed out" in text:

@@ -41,13 +41,9 @@ def start_batch_run(
     compiled: CompiledWorkflow, trace: bool | None, batch_id: str, name: str
 ) -> BatchRun | None:
     """The MLflow run of batch ``batch_id`` (None when its rows are not traced to MLflow)."""
-    from pathlib import Path
-
     from ..observe.trace import sinks_for
 
-    file = compiled.workflow.file
-    base = Path(file).parent if file else None
-    plan = sinks_for(compiled.workflow.spec.config.observability, trace=trace, base=base)
+    plan = sinks_for(compiled.workflow.spec.config.observability, trace=trace)
     if plan.mlflow is None:
         return None
     try:

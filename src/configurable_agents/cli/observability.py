@@ -113,7 +113,7 @@ def flush(
     with guard(verbose, False):
         if workflow is not None:
             obs, workflow_spool = _workflow_settings(workflow)
-            sinks_for(obs, trace=True, base=workflow.resolve().parent)  # registers secrets
+            sinks_for(obs, trace=True)  # registers secrets
             spool = spool or workflow_spool
         if tracking_uri is not None:
             uri = resolve_tracking_uri(tracking_uri)

@@ -435,10 +435,8 @@ def _plan(compiled: CompiledWorkflow, trace: bool | None) -> SinkPlan:
     if plan is None:
         from .trace import sinks_for
 
-        file = compiled.workflow.file
-        base = Path(file).parent if file else None
         obs = compiled.workflow.spec.config.observability
-        plan = plans[trace] = sinks_for(obs, trace=trace, base=base)
+        plan = plans[trace] = sinks_for(obs, trace=trace)
     return plan
 
 

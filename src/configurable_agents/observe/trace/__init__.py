@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -38,9 +37,7 @@ class SinkPlan:
     otlp: OtlpTarget | None = None
 
 
-def sinks_for(
-    obs: ObservabilityConfig, *, trace: bool | None = None, base: Path | None = None
-) -> SinkPlan:
+def sinks_for(obs: ObservabilityConfig, *, trace: bool | None = None) -> SinkPlan:
     """Where a run of a workflow with these settings goes.
 
     The Pushgateway gets a run when ``observability.prometheus`` is ``enabled`` and has a

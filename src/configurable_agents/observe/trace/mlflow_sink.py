@@ -17,7 +17,6 @@ indexes (``observe.report.sql.ensure_report_indexes``).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sqlite3
@@ -29,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...exceptions import MissingExtraError
+from .mlflow_rows import assessment_row, insert, span_rows
 from .spool import SpoolRecord
 from .targets import mask_url, sqlite_path
 
@@ -321,7 +321,7 @@ class MlflowSink:
                 ]
                 for assessment in info.assessments:
                     assessments.append(
-                        _assessment_row(
+                        assessment_row(
                             assessment,
                             trace_id,
                             int(self.experiment_id),
@@ -329,20 +329,20 @@ class MlflowSink:
                             assessment_columns,
                         )
                     )
-            span_rows = [
+            span_table = [
                 row
                 for info, trace in traces
                 if info.trace_id in new_ids
-                for row in _span_rows(trace, info.trace_id, int(self.experiment_id))
+                for row in span_rows(trace, info.trace_id, int(self.experiment_id))
             ]
             for model, rows in (
                 (SqlTraceInfo, infos),
                 (SqlTraceTag, tags),
                 (SqlTraceMetadata, metadata),
                 (SqlAssessments, assessments),
-                (SqlSpan, span_rows),
+                (SqlSpan, span_table),
             ):
-                _insert(session, model.__table__, rows)
+                insert(session, model.__table__, rows)
             report_rollup.add_traces(
                 session, self.experiment_id, infos, [(i, t.spans) for i, t in traces]
             )
@@ -354,7 +354,7 @@ class MlflowSink:
                     (
                         RollupFamily.SPAN_COST,
                         int(self.experiment_id),
-                        [row["start_time_unix_nano"] // 1_000_000 for row in span_rows],
+                        [row["start_time_unix_nano"] // 1_000_000 for row in span_table],
                     )
                 ]
                 enqueue_rollup_rebuild_partitions(session, partitions)
@@ -396,139 +396,6 @@ class MlflowSink:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
             repo.log_artifacts(tmp)
-
-
-_CHUNK = 200
-
-
-def _span_rows(trace: Any, trace_id: str, experiment_id: int) -> list[dict[str, Any]]:
-    """The ``spans`` rows of a trace, as MLflow's ``log_spans`` stores them (same content
-    JSON, cost and model columns), built straight from our span records.
-
-    MLflow's ``translate_span_when_storing`` fills in what other instrumentations leave out
-    (inputs, outputs, token usage, message format); our spans carry all of it already, so it
-    would return the same dict (the golden-rows test checks this) at twice the cost.
-    """
-    from mlflow.store.tracking.utils.trace_analytics import (
-        bounded_model_dimension,
-        finite_float_or_none,
-    )
-
-    from .mlflow_entities import span_attributes, span_dict
-
-    rows = []
-    for record in trace.spans:
-        attributes = span_attributes(record, trace_id)
-        cost = record.attributes.get("mlflow.llm.cost") or {}
-        model = record.attributes.get("mlflow.llm.model")
-        provider = record.attributes.get("mlflow.llm.provider")
-        rows.append(
-            {
-                "trace_id": trace_id,
-                "experiment_id": experiment_id,
-                "span_id": f"{record.span_id:016x}",
-                "parent_span_id": f"{record.parent_id:016x}"
-                if record.parent_id is not None
-                else None,
-                "name": record.name,
-                "type": record.span_type,
-                "status": "ERROR" if record.error is not None else "OK",
-                "start_time_unix_nano": record.start_ns,
-                "end_time_unix_nano": max(record.end_ns, record.start_ns),
-                "content": _encode(span_dict(trace.trace_id, record, attributes)),
-                "input_cost": finite_float_or_none(cost.get("input_cost")),
-                "output_cost": finite_float_or_none(cost.get("output_cost")),
-                "total_cost": finite_float_or_none(cost.get("total_cost")),
-                "model_name": bounded_model_dimension(model),
-                "model_provider": bounded_model_dimension(provider),
-            }
-        )
-    return rows
-
-
-_encode = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def _insert(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` into ``table`` in the session's transaction: on SQLite with the driver's
-    ``executemany`` (SQLAlchemy's per-row parameter processing would double the cost; every
-    value here is a plain str, int, float, bool or None), elsewhere through SQLAlchemy (its
-    "insertmanyvalues" batches rows into multi-row INSERTs on PostgreSQL and MySQL)."""
-    if not rows:
-        return
-    connection = session.connection()
-    if connection.dialect.name == "sqlite":
-        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-        for row in rows:
-            groups.setdefault(tuple(row), []).append(tuple(row.values()))
-        cursor = connection.connection.driver_connection.cursor()
-        try:
-            for columns, values in groups.items():
-                names = ", ".join(f'"{c}"' for c in columns)
-                marks = ", ".join("?" * len(columns))
-                cursor.executemany(
-                    f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
-                    values,
-                )
-        finally:
-            cursor.close()
-        return
-    import sqlalchemy as sa
-
-    for start in range(0, len(rows), _CHUNK):
-        # Fixed-size chunks: SQLAlchemy caches the compiled statement per size.
-        session.execute(sa.insert(table), rows[start : start + _CHUNK])
-
-
-def _assessment_row(
-    assessment: Any,
-    trace_id: str,
-    experiment_id: int,
-    trace_time_ms: int,
-    columns: list[tuple[str, str]],
-) -> dict[str, Any]:
-    """One ``assessments`` row, as ``SqlAssessments.from_mlflow_entity`` makes it (without
-    building the ORM object: a feedback's row is plain columns)."""
-    from mlflow.store.tracking.dbmodels.models import SqlAssessments
-    from mlflow.store.tracking.utils.trace_analytics import assessment_aggregate
-
-    feedback = assessment.feedback
-    if feedback is None or feedback.error is not None:
-        sql = SqlAssessments.from_mlflow_entity(assessment)
-        sql.trace_id, sql.experiment_id, sql.trace_timestamp_ms = (
-            trace_id,
-            experiment_id,
-            trace_time_ms,
-        )
-        return {name: getattr(sql, key) for key, name in columns}
-    from mlflow.tracing.utils import generate_assessment_id
-    from mlflow.utils.time import get_current_time_millis
-
-    now = get_current_time_millis()
-    aggregate, numeric = assessment_aggregate(feedback.value)
-    values = {
-        "assessment_id": assessment.assessment_id or generate_assessment_id(),
-        "trace_id": trace_id,
-        "experiment_id": experiment_id,
-        "trace_timestamp_ms": trace_time_ms,
-        "name": assessment.name,
-        "assessment_type": "feedback",
-        "value": json.dumps(feedback.value),
-        "error": None,
-        "created_timestamp": assessment.create_time_ms or now,
-        "last_updated_timestamp": assessment.last_update_time_ms or now,
-        "source_type": assessment.source.source_type,
-        "source_id": assessment.source.source_id,
-        "run_id": assessment.run_id,
-        "span_id": assessment.span_id,
-        "rationale": assessment.rationale,
-        "overrides": assessment.overrides,
-        "valid": True,
-        "assessment_metadata": json.dumps(assessment.metadata) if assessment.metadata else None,
-        "aggregate_value": aggregate,
-        "is_numeric_value": numeric,
-    }
-    return {name: values.get(key) for key, name in columns}
 
 
 def _local_path(uri: str) -> Path | None:

@@ -90,6 +90,16 @@ def test_runs_tokens_cost_and_durations_are_recorded(fresh, write_workflow):
     assert value(m, "active_workflows", workflow="review_loop") == 0
 
 
+def test_recording_metrics_leaves_the_callers_record_as_it_was(fresh):
+    workflow = ca.compile_workflow(ca.load_workflow(EXAMPLES / "review_loop.yaml"))
+    result = ca.run_workflow(workflow, {"topic": "bees"})
+    before = [(n.cost_usd, [c.cost_usd for c in n.calls]) for n in result.nodes]
+    assert ca.flush(30)  # the metrics thread has priced the run by now
+    assert value(fresh, "llm_cost_usd_total", model="gemini-2.5-flash") > 0
+    assert [(n.cost_usd, [c.cost_usd for c in n.calls]) for n in result.nodes] == before
+    assert result.cost is None  # priced only when the caller asks (summarize_cost)
+
+
 def test_active_workflows_counts_runs_in_progress(fresh):
     seen = []
 

@@ -24,12 +24,20 @@ def summarize_cost(result: RunResult, overrides: PriceOverrides | None = None) -
     with _price_lock:
         if result.cost is not None:
             return result.cost
-        summary = _summarize(result, result.prices if overrides is None else overrides)
+        summary = _summarize(result, result.prices if overrides is None else overrides, True)
         result.cost = summary
         return summary
 
 
-def _summarize(result: RunResult, overrides: PriceOverrides | None) -> CostSummary:
+def peek_cost(result: RunResult) -> CostSummary:
+    """The run's ``CostSummary`` without writing anything on it: for readers in other threads
+    (metrics) that must not change a record its caller already holds."""
+    if result.cost is not None:
+        return result.cost
+    return _summarize(result, result.prices, False)
+
+
+def _summarize(result: RunResult, overrides: PriceOverrides | None, write: bool) -> CostSummary:
 
     summary = CostSummary()
     unknown: set[str] = set()
@@ -62,13 +70,15 @@ def _summarize(result: RunResult, overrides: PriceOverrides | None) -> CostSumma
             for call in node.calls:
                 model = call.model or node.model
                 split = charge(model, call.provider or node.provider, call.usage)
-                call.input_cost_usd, call.output_cost_usd = float(split[0]), float(split[1])
-                call.cost_usd = call.input_cost_usd + call.output_cost_usd
+                if write:
+                    call.input_cost_usd, call.output_cost_usd = float(split[0]), float(split[1])
+                    call.cost_usd = call.input_cost_usd + call.output_cost_usd
                 node_cost += split[0] + split[1]
         elif node.usage.total_tokens:  # records made without per-call detail
             split = charge(node.model, node.provider, node.usage)
             node_cost = split[0] + split[1]
-        node.cost_usd = float(node_cost)
+        if write:
+            node.cost_usd = float(node_cost)
         by_node[node.node] = by_node.get(node.node, Decimal(0)) + node_cost
         total += node_cost
     summary.total_usd = float(total)

@@ -100,7 +100,7 @@ def _go(value: float) -> str:
 
 def increments(result: RunResult) -> list[Row]:
     """What one finished run adds to the totals (the same as ``Metrics.run_finished``)."""
-    from ...run.cost import summarize_cost
+    from ...run.cost import peek_cost
 
     workflow = result.workflow
     rows: list[Row] = [("workflow_runs", _labels(workflow, result.status), "", 1.0)]
@@ -109,7 +109,7 @@ def increments(result: RunResult) -> list[Row]:
         rows += _observe("node_duration_seconds", (workflow, node.node), node.duration_ms / 1000)
     if result.budget and result.budget.get("refused"):
         rows.append(("budget_refusals", _labels(workflow, str(result.budget["refused"])), "", 1.0))
-    for model, entry in summarize_cost(result).by_model.items():
+    for model, entry in peek_cost(result).by_model.items():
         rows.append(("llm_tokens", _labels(model, "input"), "", float(entry.input_tokens)))
         rows.append(("llm_tokens", _labels(model, "output"), "", float(entry.output_tokens)))
         rows.append(("llm_cost_usd", _labels(model), "", float(entry.cost_usd)))

@@ -87,7 +87,7 @@ class Metrics:
 
     def run_finished(self, result: RunResult) -> None:
         """Record a finished run (the active gauge was raised by ``run_started``)."""
-        from ...run.cost import summarize_cost
+        from ...run.cost import peek_cost
 
         workflow = result.workflow
         self.active.labels(workflow).dec()
@@ -97,7 +97,7 @@ class Metrics:
             self.node_duration.labels(workflow, node.node).observe(node.duration_ms / 1000)
         if result.budget and result.budget.get("refused"):
             self.budget_refusals.labels(workflow, str(result.budget["refused"])).inc()
-        cost = summarize_cost(result)
+        cost = peek_cost(result)
         for model, entry in cost.by_model.items():
             self.tokens.labels(model, "input").inc(entry.input_tokens)
             self.tokens.labels(model, "output").inc(entry.output_tokens)

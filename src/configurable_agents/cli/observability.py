@@ -130,7 +130,9 @@ def flush(
         if not path.exists():
             err.print(f"nothing pending: no spool at {escape(str(path))}")
             raise typer.Exit(0)
-        drainer = Drainer(open_spool(path))
+        from ..serve.spooled import KIND, open_record_sink  # the server's spooled records
+
+        drainer = Drainer(open_spool(path), factories={KIND: open_record_sink})
         drainer.warn = True
         before = sum(s.pending for s in drainer.spool.sinks())
         drainer.drain(timeout)

@@ -46,6 +46,7 @@ from . import models, openapi
 from .http import JSON, BodyLimit, error, field_errors, http_error, validation_handler
 from .records import API_COLUMNS, DEFAULT_LEASE_SECONDS, Record, RunStore
 from .runner import Runner, ServerBusy, ServerStopping, default_concurrency
+from .spooled import records_spool_path
 from .tables import MAX_WORKFLOW_NAME, MAX_WORKFLOW_VERSION
 
 API_KEY_ENV = "CONFIGURABLE_AGENTS_API_KEY"
@@ -179,7 +180,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = RunStore(database_url, compiled.name, lease_seconds=lease_seconds)
+        store = RunStore(
+            database_url,
+            compiled.name,
+            lease_seconds=lease_seconds,
+            spool_path=records_spool_path(compiled),
+        )
         runner = Runner(
             compiled,
             store,

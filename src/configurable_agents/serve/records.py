@@ -7,10 +7,11 @@ caller that must know its row is stored passes ``on_commit``.
 In-flight states may be deferred: written only if the run is still in flight a second later,
 so that a short run costs one row write, not three.
 
-A write that fails is not lost at once: ``RunStore._retry_later`` retries it with exponential
-backoff (``retry_attempts`` times, up to ``retry_max_delay`` apart, at most ``max_pending``
-records), then gives it up with an error in the log. That function is the one place a failed
-write goes, so that it can hand records to a durable spool instead.
+A write that fails is not lost: ``RunStore._retry_later`` retries it in memory with
+exponential backoff (``retry_attempts`` times, up to ``retry_max_delay`` apart, at most
+``max_pending`` records); a finished record that still fails then (or when the store closes)
+goes to the workflow's durable spool and is written from there (``spooled``). Without a
+spool (``spool_path=None``) it is given up with an error in the log.
 
 Replicas: every store has a ``replica`` id and writes its in-flight rows with a lease, which
 its heartbeat renews; other replicas fail the runs of one whose leases expire (``leases``).
@@ -28,7 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import (
@@ -60,6 +62,7 @@ __all__ = [
     "DEFAULT_DATABASE_FILE",
     "DEFAULT_LEASE_SECONDS",
     "STOPPED_REASON",
+    "TRANSIENT_ERRORS",
     "Record",
     "RunStore",
     "default_database_url",
@@ -69,13 +72,17 @@ __all__ = [
     "utcnow",
 ]
 
+if TYPE_CHECKING:
+    from .spooled import SpooledRecords
+
 log = logging.getLogger("configurable_agents.serve")
 
 STATUSES = ("queued", "running", "succeeded", "failed")
 FINISHED = ("succeeded", "failed")
 DEFAULT_LEASE_SECONDS = leases.DEFAULT_LEASE_SECONDS
 _BATCH = 500
-_TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+OPEN_DRAIN_SECONDS = 10.0  # at open: how long to write the records an earlier process spooled
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 Record = dict[str, Any]
 OnCommit = Callable[[BaseException | None], None]
@@ -107,6 +114,7 @@ class RunStore:
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         replica: str | None = None,
+        spool_path: Path | None = None,
     ) -> None:
         if not lease_seconds > 0:
             raise ValueError("lease_seconds must be > 0")
@@ -127,6 +135,8 @@ class RunStore:
         self._upsert = self._make_upsert()
         # redact_pii: applied on the writer thread, so no raw value is ever stored
         self.redact: Callable[[Record], Record] | None = None
+        self.spool_path = spool_path
+        self._spooled: SpooledRecords | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -135,6 +145,8 @@ class RunStore:
         as failed (return how many), and start the writer and the heartbeat."""
         try:
             migrate.upgrade(self.engine, self.url)
+            if self.spool_path is not None and self.spool_path.exists():
+                self._open_spooled().drain(OPEN_DRAIN_SECONDS)  # what an earlier process left
             marked = self._fail_orphans()
             marked += self.reap()
         except SQLAlchemyError as exc:
@@ -179,6 +191,14 @@ class RunStore:
             self._heartbeat = None
         self.engine.dispose()
         return done
+
+    def _open_spooled(self) -> SpooledRecords:
+        if self._spooled is None:
+            from .spooled import SpooledRecords
+
+            assert self.spool_path is not None
+            self._spooled = SpooledRecords(self, self.spool_path)
+        return self._spooled
 
     def _fail_orphans(self) -> int:
         return leases.fail_orphans(self)
@@ -249,6 +269,8 @@ class RunStore:
         stop = False
         while not stop:
             wake = [heap[0][0] for heap in (due, self._retry_due) if heap]
+            if self._spooled is not None and self._spooled.next_drain is not None:
+                wake.append(self._spooled.next_drain)
             wait = None if not wake else max(0.0, min(wake) - time.monotonic())
             try:
                 first: _Item | None = self._queue.get(timeout=wait)
@@ -295,6 +317,10 @@ class RunStore:
                         batch[run_id] = pending[1]
             if batch:
                 self._write(list(batch.values()))
+            spooled = self._spooled
+            due_at = None if spooled is None or stop else spooled.next_drain
+            if spooled is not None and due_at is not None and time.monotonic() >= due_at:
+                spooled.drain()
 
     def _add(self, batch: dict[str, _Entry], row: Record, callbacks: list[OnCommit]) -> None:
         """Put a snapshot in ``batch`` (replacing an older one of its run, and a failed write
@@ -306,14 +332,14 @@ class RunStore:
         batch[run_id] = _Entry(row, waiting + callbacks)
 
     def _write(self, entries: list[_Entry]) -> None:
-        error = self._try_write([e.row for e in entries])
+        error = self.try_write([e.row for e in entries])
         if error is None:
             done = entries
-        elif len(entries) > 1 and not isinstance(error, _TRANSIENT):
+        elif len(entries) > 1 and not isinstance(error, TRANSIENT_ERRORS):
             # Not the database being away: find the row(s) it refuses, write the others.
             done = []
             for entry in entries:
-                single = self._try_write([entry.row])
+                single = self.try_write([entry.row])
                 if single is None:
                     done.append(entry)
                 else:
@@ -328,9 +354,11 @@ class RunStore:
         for entry in done:
             _notify(entry, None)
 
-    def _try_write(self, rows: list[Record]) -> BaseException | None:
+    def try_write(self, rows: list[Record], redact: bool = True) -> BaseException | None:
+        """Upsert ``rows`` in one transaction (stamped with this replica and its lease);
+        the error, or None."""
         lease = self.lease_end()
-        if self.redact is not None:
+        if redact and self.redact is not None:
             try:
                 rows = [self.redact(row) for row in rows]
             except Exception as exc:  # noqa: BLE001 - retried: never stored unredacted
@@ -369,6 +397,8 @@ class RunStore:
             or entry.attempt > self.retry_attempts
             or len(self._pending) >= self.max_pending
         ):
+            if self._spool_row(entry, error):
+                return
             log.error(
                 "gave up writing run record %s (%s) to %s after %d attempt(s): %s: %s",
                 run_id,
@@ -384,6 +414,24 @@ class RunStore:
         when = time.monotonic() + delay * random.uniform(0.8, 1.2)
         self._pending[run_id] = (when, entry)
         heapq.heappush(self._retry_due, (when, run_id))
+
+    def _spool_row(self, entry: _Entry, error: BaseException) -> bool:
+        """Keep a finished record the database would not take in the durable spool (its
+        callbacks hear it is stored: it is, on disk); say if so."""
+        if self.spool_path is None or entry.row.get("status") not in FINISHED:
+            return False
+        try:
+            row = self.redact(entry.row) if self.redact is not None else entry.row
+            self._open_spooled().append(row, error)
+        except Exception as exc:  # noqa: BLE001 - then it is given up, as without a spool
+            log.error("could not keep run record %s in the spool: %s", entry.row["id"], exc)
+            return False
+        _notify(entry, None)
+        return True
+
+    def spooled_pending(self) -> int:
+        """Records of this store waiting in the spool for the database."""
+        return 0 if self._spooled is None else self._spooled.pending()
 
     def pending_retries(self) -> int:
         """Records whose write failed and waits for a retry."""

@@ -28,8 +28,9 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -59,6 +60,10 @@ class Sink(Protocol):
     def write(self, batch: Sequence[tuple[int, SpoolRecord]]) -> WriteResult: ...
 
     def close(self) -> None: ...
+
+
+SinkFactory = Callable[[dict[str, Any], "Path | None"], Sink]
+TRACE_KINDS = frozenset({"mlflow", "otlp", "metrics"})  # what detached drainers and flush serve
 
 
 def open_sink(kind: str, target: dict[str, Any], spool_path: Path | None = None) -> Sink:
@@ -116,11 +121,22 @@ def sink_is_free(spool: Spool, sink: int) -> bool:
 
 
 class Drainer:
-    """Drains the sinks of one spool that it has credentials for."""
+    """Drains the sinks of one spool that it has credentials for: those of the trace kinds
+    (``TRACE_KINDS``) and of the kinds the caller brings ``factories`` for (the server's run
+    records: ``serve.spooled``), or only those of ``kinds``."""
 
-    def __init__(self, spool: Spool, credentials: Credentials = CREDENTIALS) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        credentials: Credentials = CREDENTIALS,
+        *,
+        factories: dict[str, SinkFactory] | None = None,
+        kinds: frozenset[str] | None = None,
+    ) -> None:
         self.spool = spool
         self.credentials = credentials
+        self.factories = dict(factories or {})
+        self.kinds = kinds if kinds is not None else TRACE_KINDS | self.factories.keys()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self._locks: dict[int, _SinkLock] = {}
         self._sinks: dict[int, Sink] = {}
@@ -129,7 +145,10 @@ class Drainer:
         self.last_success = time.monotonic()
 
     def target(self, state: SinkState) -> dict[str, Any] | None:
-        """The sink's real target, or None when it needs a secret nobody gave us."""
+        """The sink's real target, or None when it needs a secret nobody gave us (or is of a
+        kind this drainer does not serve)."""
+        if state.kind not in self.kinds:
+            return None
         real = self.credentials.get(state.key)
         if real is not None:
             return real
@@ -174,7 +193,9 @@ class Drainer:
             if sink is None:
                 target = self.target(state)
                 assert target is not None
-                sink = self._sinks[state.id] = open_sink(state.kind, target, self.spool.path)
+                factory = self.factories.get(state.kind, partial(open_sink, state.kind))
+                sink = factory(target, self.spool.path)
+                self._sinks[state.id] = sink
             result = sink.write(batch)
         except Exception as exc:  # noqa: BLE001 - the sink is down: retry the batch later
             message = self._scrub(f"{type(exc).__name__}: {exc}")
@@ -327,6 +348,8 @@ def describe(state: SinkState) -> str:
         return f"OTLP endpoint {target['endpoint']}"
     if state.kind == "metrics":
         return f"Pushgateway {target['gateway']}"
+    if state.kind == "records":
+        return f"run records of {target.get('workflow')!r} in {target.get('uri')}"
     return state.key
 
 

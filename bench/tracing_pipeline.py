@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import configurable_agents as ca
-from configurable_agents.observe.trace.drain import Drainer
+from configurable_agents.observe.trace.drain import Drainer, tune_gc
 from configurable_agents.observe.trace.mlflow_sink import MlflowSink
 from configurable_agents.observe.trace.spool import open_spool
 from overhead import INPUTS, WORKFLOW, build_hand_graph
@@ -115,6 +115,7 @@ def throughput(tmp: Path, label: str, make_store: Callable[[str], str], n: int) 
     ours_store = make_store("ours")
     MlflowSink(ours_store, "bench").open()  # create the store (migrations) untimed
     path = spool_runs(tmp, f"{label}-ours", ours_store, n)
+    tune_gc()  # as a detached drainer and `observability flush` do
     drainer = Drainer(open_spool(path))
     start = time.perf_counter()
     left = drainer.drain(600)

@@ -58,6 +58,63 @@ def test_a_timeout_cancels_the_test_models_latency_and_records_the_spent_prompt(
     assert summarize_cost(result).total_usd > 0  # the spent prompt is priced too
 
 
+TWO_NODES = """\
+schema_version: "1.0"
+flow: {name: two}
+config:
+  llm: {provider: test}
+state:
+  fields:
+    topic: {type: str, required: true}
+    a: {type: str, default: ""}
+    b: {type: str, default: ""}
+nodes:
+  - id: first
+    prompt: "A {topic}."
+    outputs: [a]
+    timeout_seconds: FIRST_T
+    llm: {provider: test, latency_ms: FIRST_MS}
+  - id: second
+    prompt: "B {a}."
+    outputs: [b]
+    timeout_seconds: SECOND_T
+    llm: {provider: test, latency_ms: SECOND_MS}
+edges:
+  - {from: START, to: first}
+  - {from: first, to: second}
+  - {from: second, to: END}
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "late"),
+    [
+        ((60, 500), (0.4, 20000), "second"),  # a deadline before the one watched wakes the watch
+        ((0.4, 0), (60, 900), None),  # the first look (at the shortest timeout) finds a later one
+        ((0.4, 0), (0.4, 20000), "second"),  # the same timeout again, later
+        ((60, 300), (60, 300), None),
+    ],
+)
+def test_each_nodes_deadline_is_kept_whatever_the_others_are(write_workflow, first, second, late):
+    text = TWO_NODES
+    for name, value in (
+        ("FIRST_T", first[0]),
+        ("FIRST_MS", first[1]),
+        ("SECOND_T", second[0]),
+        ("SECOND_MS", second[1]),
+    ):
+        text = text.replace(name, str(value))
+    started = time.perf_counter()
+    result = run_workflow(write_workflow(text), {"topic": "x"})
+    took = time.perf_counter() - started
+    if late is None:
+        assert result.status == "succeeded", result.error
+        assert took >= (first[1] + second[1]) / 1000
+    else:
+        assert isinstance(result.exception, NodeTimeoutError) and result.exception.node == late
+        assert took < 3  # the 0.4 s deadline, not the 20 s of latency
+
+
 def test_a_call_that_ends_after_the_timeout_is_recorded_with_its_tokens(
     write_workflow, monkeypatch
 ):

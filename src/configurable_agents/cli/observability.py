@@ -130,8 +130,10 @@ def flush(
         if not path.exists():
             err.print(f"nothing pending: no spool at {escape(str(path))}")
             raise typer.Exit(0)
+        from ..observe.trace.drain import tune_gc
         from ..serve.spooled import KIND, open_record_sink  # the server's spooled records
 
+        tune_gc()
         drainer = Drainer(open_spool(path), factories={KIND: open_record_sink})
         drainer.warn = True
         before = sum(s.pending for s in drainer.spool.sinks())

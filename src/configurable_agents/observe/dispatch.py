@@ -185,8 +185,11 @@ class Observer:
             plan = _per_tags(plan, tags)
         if result.budget:
             tags = {**tags, **budget_tags(result.budget)}
+        info = compiled.__dict__.get("_ca_workflow_info")
+        if info is None:  # once per compiled workflow, as the sink plan
+            info = compiled.__dict__["_ca_workflow_info"] = WorkflowInfo.of(compiled)
         data: dict[str, Any] = {
-            "workflow": WorkflowInfo.of(compiled),
+            "workflow": info,
             "tags": tags,
             "parent": parse_traceparent(context) if context else None,
         }

@@ -92,17 +92,24 @@ def _invoke_with_node_timeouts(
             ctx.changed.notify_all()
 
     future.add_done_callback(wake)
+    # No node's deadline comes before the run's start plus the shortest node timeout: look
+    # then, and at each deadline after (a node wakes us only for an earlier one).
+    shortest = min((n.timeout_seconds for n in compiled.nodes.values()), default=None)
     with ctx.changed:
+        if shortest is not None:
+            ctx.watch_until = ctx.started + shortest
         while not future.done():
             deadline = ctx.deadline
-            if deadline is None:
-                ctx.changed.wait()
-                continue
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            now = time.perf_counter()
+            if deadline is not None and deadline <= now:
                 timeout = ctx.timeout
                 break
-            ctx.changed.wait(remaining)
+            if deadline is None and ctx.watch_until <= now:
+                ctx.watch_until = float("inf")  # between nodes: the next one wakes us
+            elif deadline is not None:
+                ctx.watch_until = deadline
+            wait = ctx.watch_until - now
+            ctx.changed.wait(None if wait == float("inf") else wait)
         else:
             return future.result()
     record = ctx.abandon()  # cancels the call in flight; the run keeps a copy of the record

@@ -100,6 +100,7 @@ class MlflowSink:
         self.fast = False  # the batched SQL path
         self.spans_in_store = True
         self.note: str | None = None  # why the fast path is off
+        self._pool: Any = None  # the artifact writers' threads
 
     # ------------------------------------------------------------------ opening
 
@@ -157,6 +158,9 @@ class MlflowSink:
         return None if row is None else str(row[0])
 
     def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         store, self.store, self.client = self.store, None, None
         engine = getattr(store, "engine", None)
         if engine is not None:
@@ -180,24 +184,32 @@ class MlflowSink:
             prepared.append((record_id, trace, info, spans, record))
         if not prepared:
             return result
-        if self.fast:
-            self._write_sql([(p[2], p[1]) for p in prepared])
-        else:
-            for _, _, info, spans, _ in prepared:
-                self._write_client(info, spans)
         jobs = [
             (trace, info, record.data["mlflow"].get("artifact_level", "standard"))
             for _, trace, info, _, record in prepared
             if record.data["mlflow"].get("log_artifacts", True)
         ]
-        if jobs:
-            from concurrent.futures import ThreadPoolExecutor
-
-            # Many small files: file-system calls release the GIL, so threads overlap them.
-            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="ca-artifacts") as pool:
-                list(pool.map(lambda job: self._save_artifacts(*job), jobs))
+        # Artifacts are files: written by threads while this one writes the rows (file-system
+        # calls and SQLite release the GIL, so the two overlap). A batch that fails is retried
+        # whole, and rewriting a trace's artifacts writes the same files.
+        pending = self._artifact_pool().map(lambda job: self._save_artifacts(*job), jobs)
+        try:
+            if self.fast:
+                self._write_sql([(p[2], p[1]) for p in prepared])
+            else:
+                for _, _, info, spans, _ in prepared:
+                    self._write_client(info, spans)
+        finally:
+            list(pending)
         result.delivered.extend(record_id for record_id, *_ in prepared)
         return result
+
+    def _artifact_pool(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ca-artifacts")
+        return self._pool
 
     def _save_artifacts(self, trace: Any, info: Any, level: str) -> None:
         try:

@@ -11,6 +11,7 @@ has at hand waits in the spool (``observability status`` says so).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -29,6 +30,7 @@ _SECRET_QUERY = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def mask_url(url: str) -> str:
     """``url`` with a password (and ``password=``/``token=`` query values) masked."""
     try:
@@ -118,7 +120,12 @@ class MlflowTarget:
     experiment: str
 
     def sink(self) -> SinkRef:
-        return SinkRef("mlflow", json.dumps({"uri": mask_url(self.uri), "exp": self.experiment}))
+        return _mlflow_sink(self.uri, self.experiment)
+
+
+@functools.lru_cache(maxsize=256)
+def _mlflow_sink(uri: str, experiment: str) -> SinkRef:
+    return SinkRef("mlflow", json.dumps({"uri": mask_url(uri), "exp": experiment}))
 
 
 @dataclass(frozen=True)

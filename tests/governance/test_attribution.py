@@ -141,6 +141,12 @@ def test_server_attribution_headers(tmp_path):
         )
         assert answer.status_code == 200, answer.text
         record = client.get(f"/runs/{answer.json()['id']}").json()
+        documented = {
+            p["name"].lower()
+            for p in client.get("/openapi.json").json()["paths"]["/runs"]["post"]["parameters"]
+            if p["in"] == "header"
+        }
+    assert {"x-user", "x-team", "x-tenant", "x-cost-center"} <= documented
     assert record["tags"] == {
         "user": "ana",
         "team": "body-wins",

@@ -244,7 +244,14 @@ def create_app(
                 "trace, its root a child of this span (tracestate is passed on)."
             ),
         ] = None,
+        x_user: Annotated[str | None, Header(description=_TAG_DOC.format("user"))] = None,
+        x_team: Annotated[str | None, Header(description=_TAG_DOC.format("team"))] = None,
+        x_tenant: Annotated[str | None, Header(description=_TAG_DOC.format("tenant"))] = None,
+        x_cost_center: Annotated[
+            str | None, Header(description=_TAG_DOC.format("cost_center"))
+        ] = None,
     ) -> Response:
+        # the X-* attribution headers are read by attribution_headers; here for the docs
         runner = _runner(request)
         raw: dict[str, Any] = body.inputs  # type: ignore[attr-defined]
         tags: dict[str, str] = {
@@ -330,7 +337,14 @@ def create_app(
         status: Annotated[
             models.RunStatus | None, Query(description="Only runs in this status.")
         ] = None,
+        x_user: Annotated[str | None, Header(description=_TAG_DOC.format("user"))] = None,
+        x_team: Annotated[str | None, Header(description=_TAG_DOC.format("team"))] = None,
+        x_tenant: Annotated[str | None, Header(description=_TAG_DOC.format("tenant"))] = None,
+        x_cost_center: Annotated[
+            str | None, Header(description=_TAG_DOC.format("cost_center"))
+        ] = None,
     ) -> Response:
+        # the X-* attribution headers are read by attribution_headers; here for the docs
         runner = _runner(request)
         items, total = await run_in_threadpool(
             runner.store.page, limit=limit, offset=offset, status=status
@@ -395,6 +409,12 @@ ATTRIBUTION_HEADERS = {
     "x-tenant": "tenant",
     "x-cost-center": "cost_center",
 }
+
+
+_TAG_DOC = (
+    "Attribution: the run's `{}` tag (a `tags` entry of the same name in the body wins); "
+    "report costs --by and the filters read it."
+)
 
 
 def attribution_headers(headers: Any) -> dict[str, str]:

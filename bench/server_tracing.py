@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve_traced(args.port, args.database, args.workflow)
         return 0
-    with tempfile.TemporaryDirectory(prefix="server-tracing-") as name:
+    # ignore_cleanup_errors: a detached drainer may still be writing artifacts in there
+    with tempfile.TemporaryDirectory(prefix="server-tracing-", ignore_cleanup_errors=True) as name:
         tmp = Path(name)
         workflow = traced_workflow(tmp)
         env = {

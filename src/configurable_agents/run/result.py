@@ -78,6 +78,8 @@ class NodeRun:
     cost_usd: float | None = None  # filled by run.cost.summarize_cost
     error: str | None = None  # "Type: message" when the node failed
     state_after: dict[str, Any] | None = None  # the run's state once this node finished
+    # ``name/version`` of the registry prompt this node ran on (``prompt_ref``), else None
+    prompt_version: str | None = None
 
     def to_dict(self, detail: bool = False) -> dict[str, Any]:
         data = {

@@ -200,12 +200,12 @@ def _prompt_attributes(record: NodeRun) -> dict[str, Any]:
     label = getattr(record, "prompt_version", None)
     if not label:
         return {}
-    import json
-
     name, _, version = label.rpartition("/")
+    # A list, not its JSON text: MLflow's store keeps the attribute so (it un-nests the JSON
+    # string ``load_prompt`` sets when it writes the span).
     return {
         "node.prompt_version": label,
-        "mlflow.linkedPrompts": json.dumps([{"name": name, "version": version}]),
+        "mlflow.linkedPrompts": [{"name": name, "version": version}],
     }
 
 

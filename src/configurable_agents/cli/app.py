@@ -229,6 +229,7 @@ def _register() -> None:
     from .observability import observability_app
     from .prompts import prompts_app
     from .report import report_app
+    from .report_prompts import prompts as _report_prompts  # noqa: F401 - registers it
     from .retention import retention_app
     from .serve import serve_command
 

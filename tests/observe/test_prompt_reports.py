@@ -6,7 +6,6 @@ prompt versions (the ``test`` provider, priced as gemini-2.5-flash), judge resul
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -241,9 +241,9 @@ def _rest(uri: str, filters: Filters) -> dict[tuple[str, str, str], NodeModel]:
             row.output_tokens += int(attrs.get("node.output_tokens") or 0)
         for assessment in info.assessments or []:
             found = feedback_value(assessment)
-            key = by_span.get(getattr(assessment, "span_id", None) or "")
-            if found is None or key is None:
+            judged = by_span.get(getattr(assessment, "span_id", None) or "")
+            if found is None or judged is None:
                 continue
-            stats = out[key].judges.setdefault(assessment.name, JudgeStats())
+            stats = out[judged].judges.setdefault(assessment.name, JudgeStats())
             stats.add(found[0], found[1], passed_of(assessment.metadata))
     return out

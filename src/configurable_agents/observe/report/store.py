@@ -302,8 +302,9 @@ REPORT_INDEXES = {
         "spans",
         [
             "type",
-            *SQLITE_NODE_DIMS,
+            SQLITE_NODE_DIMS[0],  # prompt version first: report prompts reads a range of it
             "name",
+            *SQLITE_NODE_DIMS[1:],
             "total_cost",
             *SQLITE_NODE_TOKENS,
             "duration_ns",

@@ -186,7 +186,10 @@ def link_prompt_versions(store: Any, info: Any) -> None:
         return
     from mlflow.entities.model_registry import PromptVersion
 
-    versions = [PromptVersion(p["name"], int(p["version"]), template="") for p in prompts]
+    versions = [
+        PromptVersion(p["name"], int(p["version"]), template="")  # type: ignore[abstract]
+        for p in prompts
+    ]
     try:
         store.link_prompts_to_trace(info.trace_id, versions)
     except Exception as exc:  # noqa: BLE001 - the trace is written; its tag names the prompts

@@ -344,3 +344,13 @@ def test_prompts_list_of_a_store_that_does_not_exist_is_an_input_error(tmp_path)
     )
     assert out.exit_code == 2 and "no prompt registry" in out.output
     assert not (tmp_path / "no.db").exists()
+
+
+def test_prompt_ref_is_in_the_json_schema():
+    from configurable_agents.config import json_schema
+
+    schema = json_schema()
+    node = schema["$defs"]["Node"]
+    assert "prompt_ref" in node["properties"] and "prompt" not in node.get("required", [])
+    ref = schema["$defs"]["PromptRef"]
+    assert set(ref["properties"]) == {"name", "version", "alias"} and ref["required"] == ["name"]

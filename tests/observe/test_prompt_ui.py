@@ -63,7 +63,10 @@ def test_the_mlflow_ui_shows_the_linked_prompt(tmp_path: Path, mlflow_server: Ml
     assert ca.flush(60) and result.trace_written, result.trace_error
     assert result.nodes[0].prompt_version == f"research_prompt/{version.version}"
     experiment = client.get_experiment_by_name("linked-prompts").experiment_id
-    page = f"{mlflow_server.url}/#/experiments/{experiment}/traces?selectedEvaluationId={result.trace_id}"
+    page = (
+        f"{mlflow_server.url}/#/experiments/{experiment}/traces"
+        f"?selectedEvaluationId={result.trace_id}"
+    )
     shot = ARTIFACTS / "mlflow-ui-linked-prompt.png"
     try:
         dom = chromium_dump_dom(page, shot, window_size=(1600, 1000))

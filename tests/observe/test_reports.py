@@ -487,7 +487,8 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
         uri,
         "DROP INDEX ca_report_chat_spans",
         "DROP INDEX ca_report_agent_spans",
-        "DROP INDEX ca_report_node_dims",
+        "DROP INDEX ca_report_node_models",
+        "DROP INDEX ca_report_prompt_spans",
         "DROP TABLE ca_report_rollup",
     )
     before = [cost_report(uri, breakdown=True), profile_report(uri)]
@@ -496,7 +497,8 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
     assert created == [
         "ca_report_chat_spans",
         "ca_report_agent_spans",
-        "ca_report_node_dims",
+        "ca_report_node_models",
+        "ca_report_prompt_spans",
         "ca_report_rollup",
     ]
     assert ensure_report_indexes(uri) == []
@@ -522,13 +524,22 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
         # report prompts / costs --recommend: the node's prompt version, provider and model
         from configurable_agents.observe.report.store import SQLITE_NODE_DIMS
 
-        version = SQLITE_NODE_DIMS[0]
-        query = (
-            f"SELECT {version}, name, count(*), sum({SQLITE_NODE_TOKENS[0]}) FROM spans "
-            f"WHERE type = 'AGENT' AND {version} IS NOT NULL GROUP BY {version}, name"
-        )
-        plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + query))
-        assert "ca_report_node_dims" in plan and "TEMP B-TREE" not in plan, plan
+        version, provider, model = SQLITE_NODE_DIMS
+        tokens = SQLITE_NODE_TOKENS[0]
+        for query, index in (
+            (
+                f"SELECT {version}, name, count(*), sum({tokens}) FROM spans "
+                f"WHERE type = 'AGENT' AND {version} IS NOT NULL GROUP BY {version}, name",
+                "ca_report_prompt_spans",
+            ),
+            (
+                f"SELECT name, {provider}, {model}, count(*), sum({tokens}) FROM spans "
+                f"WHERE type = 'AGENT' GROUP BY {provider}, {model}, name",
+                "ca_report_node_models",
+            ),
+        ):
+            plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + query))
+            assert index in plan and "TEMP B-TREE" not in plan, plan
     db.close()
 
 

@@ -11,7 +11,8 @@ provider in ``genai-prices``, with the node's judge results beside it when there
   embedding, live or preview variant, cheaper for these tokens. A model without a price is
   never suggested, and a node whose model has no price (``local``, ``ollama``, unknown names)
   gets no advice.
-* Judge results beside it: those whose ``span_id`` is one of the node's spans (``judged``).
+* Judge results beside it: those whose ``span_id`` is one of the node's spans (``judged``),
+  per node (the same for each model the node ran on).
 
 Savings are what the selected runs would have saved; quality on the cheaper model is unknown
 until it is tried (``configurable-agents batch compare --set node.llm.model=...``).
@@ -179,7 +180,7 @@ def _sql(uri: str, filters: Filters) -> dict[tuple[str, str, str], NodeModel]:
                 sa.func.coalesce(sa.func.sum(tout), 0),
             )
             .where(*sel.spans_where("AGENT"))
-            .group_by(spans.c.name, provider, model)
+            .group_by(provider, model, spans.c.name)  # the index's order
         )
         for node, p, m, visits, cost, i, o in conn.execute(query):
             key = (node, json_text(p) or "", json_text(m) or "")
@@ -191,23 +192,22 @@ def _sql(uri: str, filters: Filters) -> dict[tuple[str, str, str], NodeModel]:
         if out and "assessments" in names:
             a = t["assessments"].alias("a")
             s = spans.alias("s")
-            _, sp, sm = node_dim_exprs(sa, conn.dialect.name, s.c.content)
-            conds = sql_conditions(sa, a)
+            conds = [*sql_conditions(sa, a), a.c.span_id.isnot(None)]
             if sel.trace_conds:
                 ti = t["trace_info"].c
                 conds.append(a.c.trace_id.in_(sa.select(ti.request_id).where(*sel.trace_conds)))
             judged = (
-                sa.select(s.c.name, sp, sm, a.c.name, *sql_aggregates(sa, a))
+                sa.select(s.c.name, a.c.name, *sql_aggregates(sa, a))
                 .select_from(
                     a.join(s, sa.and_(s.c.trace_id == a.c.trace_id, s.c.span_id == a.c.span_id))
                 )
-                .where(*conds, s.c.type == "AGENT")
-                .group_by(s.c.name, sp, sm, a.c.name)
+                .where(*conds, s.c.type == sa.literal_column("'AGENT'"))
+                .group_by(s.c.name, a.c.name)
             )
-            for node, p, m, judge, *agg in conn.execute(judged):
-                key = (node, json_text(p) or "", json_text(m) or "")
-                if key in out:
-                    out[key].judges.setdefault(judge, JudgeStats()).merge(tuple(agg))
+            for node, judge, *agg in conn.execute(judged):
+                for key, row in out.items():  # a node's judges, whichever model it ran on
+                    if key[0] == node:
+                        row.judges.setdefault(judge, JudgeStats()).merge(tuple(agg))
     return out
 
 
@@ -244,6 +244,8 @@ def _rest(uri: str, filters: Filters) -> dict[tuple[str, str, str], NodeModel]:
             judged = by_span.get(getattr(assessment, "span_id", None) or "")
             if found is None or judged is None:
                 continue
-            stats = out[judged].judges.setdefault(assessment.name, JudgeStats())
-            stats.add(found[0], found[1], passed_of(assessment.metadata))
+            for key, row in out.items():  # a node's judges, whichever model it ran on
+                if key[0] == judged[0]:
+                    stats = row.judges.setdefault(assessment.name, JudgeStats())
+                    stats.add(found[0], found[1], passed_of(assessment.metadata))
     return out

@@ -3,7 +3,7 @@
 What counts as a judge result: a *feedback* assessment (not an expectation), valid (not
 overridden), with a value MLflow aggregates (``aggregate_value``: a number, a bool as 1/0,
 "yes"/"no" as 1/0), other than the trace writer's own ``cost_usd`` / ``total_tokens``
-feedback (source id ``configurable-agents``). Nothing else is assumed of the judge: its name is
+feedback (those two names are the writer's: a judge must not use them). Nothing else is assumed of the judge: its name is
 the assessment name; a number is a score (mean, spread); a bool is pass/fail (its mean is the
 pass rate). A numeric score has a pass rate only when the assessment's metadata says whether it
 passed (``"ca.passed": true|false``): the store does not know the judge's threshold.
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 OUR_FEEDBACK = ("cost_usd", "total_tokens")  # the trace writer's own (mlflow_entities)
-WRITER_SOURCE = "configurable-agents"
 Z95 = 1.96
 
 
@@ -115,8 +114,7 @@ def feedback_value(assessment: Any) -> tuple[float, bool] | None:
         return None
     if getattr(assessment, "valid", True) is False:
         return None
-    source = getattr(assessment, "source", None)
-    if assessment.name in OUR_FEEDBACK and getattr(source, "source_id", None) == WRITER_SOURCE:
+    if assessment.name in OUR_FEEDBACK:
         return None
     from mlflow.store.tracking.utils.trace_analytics import assessment_aggregate
 
@@ -128,12 +126,15 @@ def feedback_value(assessment: Any) -> tuple[float, bool] | None:
 
 
 def sql_conditions(sa: Any, a: Any) -> list[Any]:
-    """The conditions selecting judge results in the ``assessments`` table ``a``."""
+    """The conditions selecting judge results in the ``assessments`` table ``a``. The first
+    three are literals, as the SQLite report index ``ca_report_judged`` states them (SQLite
+    uses a partial index only for a query that repeats its conditions)."""
+    ours = [sa.literal_column(f"'{name}'") for name in OUR_FEEDBACK]
     return [
-        a.c.assessment_type == "feedback",
-        sa.or_(a.c.valid.is_(None), a.c.valid == sa.true()),
+        a.c.assessment_type == sa.literal_column("'feedback'"),
         a.c.aggregate_value.isnot(None),
-        sa.not_(sa.and_(a.c.source_id == WRITER_SOURCE, a.c.name.in_(OUR_FEEDBACK))),
+        a.c.name.not_in(ours),
+        sa.or_(a.c.valid.is_(None), a.c.valid == sa.true()),
     ]
 
 

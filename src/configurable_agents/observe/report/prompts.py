@@ -6,7 +6,7 @@ Where the numbers come from: the AGENT spans' ``node.prompt_version`` (``name/3`
 the trace writer for a node with ``prompt_ref``) for runs, tokens, cost and latency; the judge
 results (``judged``) of the traces MLflow links to the version (``entity_associations``, the
 link behind the UI's "linked prompts"). SQL stores: two GROUP BY queries (the SQLite report
-index ``ca_report_node_dims`` holds the span values); other stores: ``search_traces``.
+index ``ca_report_prompt_spans`` holds the span values); other stores: ``search_traces``.
 
 The better version: for each judge, the version with the highest mean is *better* when it has
 at least ``min_runs`` judged runs, and its mean's 95% confidence interval lies above that of

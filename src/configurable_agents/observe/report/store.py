@@ -298,20 +298,41 @@ REPORT_INDEXES = {
         ["type", "name", "total_cost", *SQLITE_NODE_TOKENS, "duration_ns", "trace_id"],
         "type = 'AGENT'",
     ),
-    "ca_report_node_dims": (
+    # report costs --recommend: per node and the provider and model it ran on
+    "ca_report_node_models": (
+        "spans",
+        ["type", *SQLITE_NODE_DIMS[1:], "name", "total_cost", *SQLITE_NODE_TOKENS],
+        "type = 'AGENT'",
+    ),
+    # report prompts: only the node spans that ran on a registry prompt version
+    "ca_report_prompt_spans": (
         "spans",
         [
             "type",
-            SQLITE_NODE_DIMS[0],  # prompt version first: report prompts reads a range of it
+            SQLITE_NODE_DIMS[0],
             "name",
-            *SQLITE_NODE_DIMS[1:],
             "total_cost",
             *SQLITE_NODE_TOKENS,
             "duration_ns",
             "trace_id",
-            "span_id",
         ],
-        "type = 'AGENT'",
+        f"type = 'AGENT' AND {SQLITE_NODE_DIMS[0]} IS NOT NULL",
+    ),
+    # judge results (report.judged: the same three conditions, as literals)
+    "ca_report_judged": (
+        "assessments",
+        [
+            "assessment_type",
+            "trace_id",
+            "span_id",
+            "name",
+            "aggregate_value",
+            "is_numeric_value",
+            "valid",
+            "assessment_metadata",
+        ],
+        "assessment_type = 'feedback' AND aggregate_value IS NOT NULL "
+        "AND name NOT IN ('cost_usd', 'total_tokens')",
     ),
 }
 

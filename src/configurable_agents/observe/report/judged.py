@@ -3,8 +3,8 @@
 What counts as a judge result: a *feedback* assessment (not an expectation), valid (not
 overridden), with a value MLflow aggregates (``aggregate_value``: a number, a bool as 1/0,
 "yes"/"no" as 1/0), other than the trace writer's own ``cost_usd`` / ``total_tokens``
-feedback (those two names are the writer's: a judge must not use them). Nothing else is assumed of the judge: its name is
-the assessment name; a number is a score (mean, spread); a bool is pass/fail (its mean is the
+feedback (those two names are the writer's: a judge must not use them). Nothing else is
+assumed of the judge: its name is the assessment name; a number is a score (mean, spread); a bool is pass/fail (its mean is the
 pass rate). A numeric score has a pass rate only when the assessment's metadata says whether it
 passed (``"ca.passed": true|false``): the store does not know the judge's threshold.
 

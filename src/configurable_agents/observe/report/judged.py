@@ -4,9 +4,10 @@ What counts as a judge result: a *feedback* assessment (not an expectation), val
 overridden), with a value MLflow aggregates (``aggregate_value``: a number, a bool as 1/0,
 "yes"/"no" as 1/0), other than the trace writer's own ``cost_usd`` / ``total_tokens``
 feedback (those two names are the writer's: a judge must not use them). Nothing else is
-assumed of the judge: its name is the assessment name; a number is a score (mean, spread); a bool is pass/fail (its mean is the
-pass rate). A numeric score has a pass rate only when the assessment's metadata says whether it
-passed (``"ca.passed": true|false``): the store does not know the judge's threshold.
+assumed of the judge: its name is the assessment name; a number is a score (mean,
+spread); a bool is pass/fail (its mean is the pass rate). A numeric score has a pass rate
+only when the assessment's metadata says whether it passed (``"ca.passed": true|false``):
+the store does not know the judge's threshold.
 
 A judge result belongs to a node when its ``span_id`` is that node's span; to a prompt version
 when its trace is linked to the version (a judge of the final outputs counts for every

@@ -354,3 +354,27 @@ def test_prompt_ref_is_in_the_json_schema():
     assert "prompt_ref" in node["properties"] and "prompt" not in node.get("required", [])
     ref = schema["$defs"]["PromptRef"]
     assert set(ref["properties"]) == {"name", "version", "alias"} and ref["required"] == ["name"]
+
+
+def test_spool_records_without_prompt_versions_still_load(tmp_path):
+    """A run spooled by an older version has no ``prompt_version`` on its node records: its
+    trace builds, with no prompt link."""
+    import pickle
+
+    from configurable_agents.observe.dispatch import spool_snapshot
+    from configurable_agents.observe.trace.mlflow_entities import to_mlflow
+    from configurable_agents.observe.trace.spans import build_trace, linked_prompts
+
+    uri = sqlite_store(tmp_path)
+    register(uri, "write_prompt", "About {{ topic }}.")
+    path = write(tmp_path, uri, "    prompt_ref: {name: write_prompt, version: 1}\n")
+    compiled = ca.compile_workflow(ca.load_workflow(path))
+    result = spool_snapshot(ca.run_workflow(compiled, {"topic": "bees"}, trace=False))
+    assert linked_prompts(result) == [{"name": "write_prompt", "version": "1"}]
+    for node in result.nodes:
+        del node.__dict__["prompt_version"]  # as an older version pickled it
+    old = pickle.loads(pickle.dumps(result))
+    assert old.nodes[0].prompt_version is None and linked_prompts(old) == []
+    ca.summarize_cost(old)
+    info, _ = to_mlflow(build_trace(compiled, old), "0", spans=False)
+    assert "mlflow.linkedPrompts" not in info.tags

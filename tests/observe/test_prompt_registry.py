@@ -266,6 +266,17 @@ def test_the_registry_on_an_mlflow_server(tmp_path, mlflow_server):
         [experiment], filter_string='prompt = "server_prompt/1"'
     )
     assert [t.info.trace_id for t in found] == [result.trace_id]
+    # the reports' search_traces path on a server
+    from configurable_agents.observe.report.prompts import prompt_report
+    from configurable_agents.observe.report.reports import cost_report
+
+    (entry,) = prompt_report(mlflow_server.url, experiment="reg").to_dict()["prompts"]
+    assert entry["prompt_name"] == "server_prompt"
+    assert [(v["version"], v["usage_count"], v["nodes"]) for v in entry["versions"]] == [
+        (1, 1, ["write"])
+    ]
+    (advice,) = cost_report(mlflow_server.url, experiment="reg", recommend=True).recommendations
+    assert advice["current_model"] == "gemini-2.5-flash" and advice["suggestions"]
     # a missing version on the server: the same error before any call
     path = write(tmp_path, mlflow_server.url, "    prompt_ref: {name: server_prompt, version: 5}\n")
     with pytest.raises(PromptRegistryError, match="has no version 5"):

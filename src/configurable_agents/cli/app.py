@@ -176,7 +176,9 @@ def validate(
 
         check_budget(loaded, workflow_prices(loaded))  # a budget needs prices and max_tokens
         from ..prompts import resolve_prompts
+        from .prompts import show_prompt_warnings
 
+        show_prompt_warnings(stderr_console())
         resolve_prompts(loaded)  # prompt_ref: loadable, placeholders are state fields
         if not skip_env_check:
             check_environment(loaded)

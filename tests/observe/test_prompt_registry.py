@@ -389,3 +389,22 @@ def test_spool_records_without_prompt_versions_still_load(tmp_path):
     ca.summarize_cost(old)
     info, _ = to_mlflow(build_trace(compiled, old), "0", spans=False)
     assert "mlflow.linkedPrompts" not in info.tags
+
+
+def test_the_registry_and_the_trace_link_on_postgresql(tmp_path, postgres_tracking_uri):
+    uri = postgres_tracking_uri
+    register(uri, "pg_prompt", "PG says {{ topic }}.")
+    path = write(tmp_path, uri, "    prompt_ref: {name: pg_prompt, version: 1}\n")
+    result = run(path)
+    assert result.nodes[0].prompt == "PG says bees."
+    trace = client(uri).get_trace(result.trace_id)
+    assert json.loads(trace.info.tags["mlflow.linkedPrompts"]) == [
+        {"name": "pg_prompt", "version": "1"}
+    ]
+    experiment = client(uri).get_experiment_by_name("reg").experiment_id
+    found = client(uri).search_traces([experiment], filter_string='prompt = "pg_prompt/1"')
+    assert [t.info.trace_id for t in found] == [result.trace_id]
+    from configurable_agents.observe.report.prompts import prompt_report
+
+    (entry,) = prompt_report(uri).to_dict()["prompts"]
+    assert (entry["prompt_name"], entry["versions"][0]["usage_count"]) == ("pg_prompt", 1)

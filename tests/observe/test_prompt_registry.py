@@ -98,6 +98,7 @@ def test_a_node_runs_on_the_registered_version_and_its_trace_is_linked(tmp_path,
     result = run(path)
     assert result.nodes[0].prompt == "Write two lines about bees, please."
     assert result.nodes[0].prompt_version == "write_prompt/2"
+    assert result.to_dict()["nodes"][0]["prompt_version"] == "write_prompt/2"  # run --json
     assert len(calls) == 1
     trace = client(uri).get_trace(result.trace_id)
     assert json.loads(trace.info.tags["mlflow.linkedPrompts"]) == [

@@ -96,6 +96,8 @@ class NodeRun:
             "cost_usd": self.cost_usd,
             "tool_calls": [asdict(t) for t in self.tool_calls],
         }
+        if self.prompt_version:
+            data["prompt_version"] = self.prompt_version
         if detail:
             data.update(
                 prompt=self.prompt,

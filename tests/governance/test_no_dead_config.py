@@ -154,3 +154,14 @@ def test_local_threads_and_context_reach_the_model():
     from configurable_agents.providers.local import _KWARGS
 
     assert _KWARGS["n_threads"] == "n_threads" and _KWARGS["n_ctx"] == "n_ctx"
+
+
+def test_prompt_ref_fields_are_acted_on():
+    """``nodes[].prompt_ref``: name, version and alias make the URI the registry is read with
+    (prompts.registry; tests/observe/test_prompt_registry.py runs each case)."""
+    from configurable_agents.config.schema import PromptRef
+
+    fields = {f for f, _ in schema_fields()}
+    assert {"Node.prompt_ref", "PromptRef.name", "PromptRef.version", "PromptRef.alias"} <= fields
+    assert PromptRef(name="p", version=3).uri == "prompts:/p/3"
+    assert PromptRef(name="p", alias="production").uri == "prompts:/p@production"

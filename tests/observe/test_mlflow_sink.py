@@ -73,6 +73,69 @@ def test_batched_rows_equal_mlflow_clients_rows(tmp_path, write_workflow):
         assert rows(stores[True], table, order) == rows(stores[False], table, order), table
 
 
+PROMPTED = """\
+schema_version: "1.0"
+flow: {name: prompted}
+config:
+  llm: {provider: test, model: gemini-2.5-flash, responses: {write: [{text: "ok"}]}}
+  observability: {mlflow: {tracking_uri: "REGISTRY"}}
+state: {fields: {topic: {type: str}, text: {type: str}}}
+nodes:
+  - {id: write, prompt_ref: {name: golden_prompt, version: 1}, outputs: [text]}
+edges: [{from: START, to: write}, {from: write, to: END}]
+"""
+
+
+def test_prompt_links_equal_what_mlflows_client_links(tmp_path, write_workflow, monkeypatch):
+    """A run on a registry prompt: our bulk rows (the ``mlflow.linkedPrompts`` tag and the
+    trace -> prompt-version ``entity_associations`` row) equal what
+    ``MlflowClient.link_prompt_versions_to_trace`` writes for the same trace."""
+    from configurable_agents.observe.trace import mlflow_entities
+    from configurable_agents.prompts import clear_cache
+
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    mlflow.MlflowClient(registry, registry_uri=registry).register_prompt(
+        "golden_prompt", "Write about {{ topic }}."
+    )
+    clear_cache()
+    path = write_workflow(PROMPTED.replace("REGISTRY", registry), "prompted.yaml")
+    records = spooled_records([path], [{"topic": "bees"}])
+    (result,) = [r.data["result"] for _, r in records]
+    assert result.nodes[0].prompt_version == "golden_prompt/1"
+    fast_db, client_db = tmp_path / "fast.db", tmp_path / "client.db"
+    sink = MlflowSink(f"sqlite:///{fast_db}", "golden")
+    assert len(sink.write(records).delivered) == 1 and sink.fast
+    sink.close()
+    # MLflow's way: the trace written without our link, then linked by MLflow's client.
+    uri = f"sqlite:///{client_db}"
+    with monkeypatch.context() as patch:
+        patch.setattr(mlflow_entities, "linked_prompts", lambda result: [])
+        sink = MlflowSink(uri, "golden")
+        sink.open()
+        sink.fast = False
+        assert len(sink.write(records).delivered) == 1
+        sink.close()
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    version = client.register_prompt("golden_prompt", "Write about {{ topic }}.")
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", uri)
+    client.link_prompt_versions_to_trace([version], f"tr-{result.run_id}")
+    for table, order in (
+        ("trace_tags", "request_id, key"),
+        ("entity_associations", "source_id, destination_id"),
+        ("spans", "trace_id, span_id"),  # node.prompt_version, mlflow.linkedPrompts
+    ):
+        ours, theirs = rows(fast_db, table, order), rows(client_db, table, order)
+        for row in ours + theirs:
+            row.pop("association_id", None), row.pop("created_time", None)
+        assert ours == theirs, table
+    spans = {r["name"]: r["content"] for r in rows(fast_db, "spans", "span_id")}
+    assert '"node.prompt_version": "\\"golden_prompt/1\\""' in spans["write"]
+    linked = rows(fast_db, "entity_associations", "source_id")
+    assert [(r["source_type"], r["destination_id"]) for r in linked] == [
+        ("trace", "golden_prompt/1")
+    ]
+
+
 def test_an_unknown_schema_revision_falls_back_to_the_client(tmp_path, caplog):
     db = tmp_path / "future.db"
     uri = f"sqlite:///{db}"

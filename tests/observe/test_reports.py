@@ -487,12 +487,20 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
         uri,
         "DROP INDEX ca_report_chat_spans",
         "DROP INDEX ca_report_agent_spans",
+        "DROP INDEX ca_report_node_models",
+        "DROP INDEX ca_report_prompt_spans",
         "DROP TABLE ca_report_rollup",
     )
     before = [cost_report(uri, breakdown=True), profile_report(uri)]
     assert [r.source for r in before] == ["spans-uncovered", "spans"]
     created = ensure_report_indexes(uri)
-    assert created == ["ca_report_chat_spans", "ca_report_agent_spans", "ca_report_rollup"]
+    assert created == [
+        "ca_report_chat_spans",
+        "ca_report_agent_spans",
+        "ca_report_node_models",
+        "ca_report_prompt_spans",
+        "ca_report_rollup",
+    ]
     assert ensure_report_indexes(uri) == []
     result = invoke("report", "index", "--tracking-uri", uri)
     assert result.exit_code == 0 and "nothing to do" in result.stderr
@@ -512,6 +520,25 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
             query = f"SELECT {group}, {sums} FROM spans WHERE type = '{table}' GROUP BY {group}"
             plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + query))
             # streamed in index order, so the token values come from the index, not the JSON
+            assert index in plan and "TEMP B-TREE" not in plan, plan
+        # report prompts / costs --recommend: the node's prompt version, provider and model
+        from configurable_agents.observe.report.store import SQLITE_NODE_DIMS
+
+        version, provider, model = SQLITE_NODE_DIMS
+        tokens = SQLITE_NODE_TOKENS[0]
+        for query, index in (
+            (
+                f"SELECT {version}, name, count(*), sum({tokens}) FROM spans "
+                f"WHERE type = 'AGENT' AND {version} IS NOT NULL GROUP BY {version}, name",
+                "ca_report_prompt_spans",
+            ),
+            (
+                f"SELECT name, {provider}, {model}, count(*), sum({tokens}) FROM spans "
+                f"WHERE type = 'AGENT' GROUP BY {provider}, {model}, name",
+                "ca_report_node_models",
+            ),
+        ):
+            plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + query))
             assert index in plan and "TEMP B-TREE" not in plan, plan
     db.close()
 

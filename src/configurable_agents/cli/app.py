@@ -85,6 +85,9 @@ def run(
         inputs: dict[str, Any] = read_input_file(input_file) if input_file else {}
         inputs.update(parse_pairs(input or []))
         tags = _parse_tags(tag or [])
+        from .prompts import show_prompt_warnings
+
+        show_prompt_warnings(console)  # a prompt_ref's fallback, said once
         compiled = prepare(loaded, check_env=False)
         tracing = setup_tracing(loaded, trace, console)
         _warn_pending_features(loaded, console, as_json)
@@ -172,6 +175,11 @@ def validate(
         from ..compile.plan import check_budget, workflow_prices
 
         check_budget(loaded, workflow_prices(loaded))  # a budget needs prices and max_tokens
+        from ..prompts import resolve_prompts
+        from .prompts import show_prompt_warnings
+
+        show_prompt_warnings(stderr_console())
+        resolve_prompts(loaded)  # prompt_ref: loadable, placeholders are state fields
         if not skip_env_check:
             check_environment(loaded)
         spec = loaded.spec
@@ -221,7 +229,9 @@ def _register() -> None:
     from .batch import batch_app
     from .deploy import deploy_command
     from .observability import observability_app
+    from .prompts import prompts_app
     from .report import report_app
+    from .report_prompts import prompts as _report_prompts  # noqa: F401 - registers it
     from .retention import retention_app
     from .serve import serve_command
 
@@ -229,6 +239,7 @@ def _register() -> None:
     app.add_typer(retention_app, name="retention")
     app.add_typer(batch_app, name="batch")
     app.add_typer(observability_app, name="observability")
+    app.add_typer(prompts_app, name="prompts")
     app.command("serve")(serve_command)
     app.command("deploy")(deploy_command)
 

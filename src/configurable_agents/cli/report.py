@@ -225,12 +225,20 @@ def costs(
     cost_center: Annotated[
         str | None, typer.Option("--cost-center", help="Only runs tagged cost_center=…")
     ] = None,
+    recommend: Annotated[
+        bool,
+        typer.Option(
+            "--recommend",
+            help="Also what each node's tokens would cost on cheaper models of its provider "
+            "(genai-prices), with its judge results.",
+        ),
+    ] = False,
     output: OutputOpt = None,
     fmt: FormatOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """What runs cost: totals, by workflow (and by model and node with --breakdown, by user,
-    team, tenant or cost center with --by)."""
+    team, tenant or cost center with --by, cheaper models with --recommend)."""
     from ..observe.report.reports import cost_report
 
     wanted = {"user": user, "team": team, "tenant": tenant, "cost_center": cost_center}
@@ -243,6 +251,7 @@ def costs(
             aggregate_by=aggregate_by.value if aggregate_by else None,
             tags={k: v for k, v in wanted.items() if v is not None},
             by=by.value if by else None,
+            recommend=recommend,
         )
         _emit(report, output, fmt, print_costs)
         _index_tip(report)
@@ -405,6 +414,11 @@ def print_costs(report: CostReport, out: Console) -> None:
         ]
         out.print()
         out.print(_table("Cost by Node:", ["node", "visits", "cost", "in", "out"], rows))
+    if report.recommendations is not None:
+        from .report_prompts import print_recommendations
+
+        out.print()
+        print_recommendations(report.recommendations, out)
     if report.periods is not None:
         title = {"daily": "Day", "weekly": "Week", "monthly": "Month"}[report.aggregate_by or ""]
         rows = [

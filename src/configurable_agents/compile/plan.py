@@ -44,6 +44,8 @@ class CompiledNode:
     max_retries: int
     retry: RetryPolicy = field(default_factory=lambda: retry_policy(RetryConfig()))
     structured_mode: Literal["json_schema", "per_field"] = "json_schema"
+    # ``name/version`` of the registry prompt (``prompt_ref``) the template came from
+    prompt_version: str | None = None
     _structured: Runnable[Any, Any] | None = field(default=None, repr=False)
     _fields: dict[str, Runnable[Any, Any]] = field(default_factory=dict, repr=False)
 
@@ -184,8 +186,11 @@ def structured_mode(node: Node, llm: LLMConfig) -> Literal["json_schema", "per_f
 
 def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
     """Build the run-time plan of a validated workflow (no model is loaded or called)."""
+    from ..prompts import resolve_prompts
+
     spec = workflow.spec
     state = workflow.state_types
+    prompts = resolve_prompts(workflow)  # the registry's templates, before any model call
     nodes: dict[str, CompiledNode] = {}
     models: dict[str, BaseChatModel] = {}
     retry = retry_policy(spec.config.execution.retry)
@@ -200,9 +205,11 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
             models[key] = create_chat_model(llm)
         output_model = _output_model(node, state)
         schema = output_model.model_json_schema()
+        resolved = prompts.get(node.id)
         nodes[node.id] = CompiledNode(
             spec=node,
-            template=parse_template(node.prompt)[0],
+            template=resolved.template if resolved else parse_template(node.prompt or "")[0],
+            prompt_version=resolved.version.label if resolved and resolved.version else None,
             output_model=output_model,
             json_schema=schema,
             llm=llm,

@@ -385,10 +385,60 @@ class OutputSchema(_Section):
     fields: list[OutputField] = Field(min_length=1)
 
 
+class PromptRefError(ValueError):
+    """A ``prompt_ref`` that names neither or both of ``version`` and ``alias``."""
+
+    hint = "write prompt_ref: {name: my_prompt, version: 3} or {name: my_prompt, alias: production}"
+
+
+class NoPromptError(ValueError):
+    """A node with neither ``prompt`` nor ``prompt_ref``."""
+
+    hint = (
+        'add prompt: "...{field}...", or prompt_ref: {name: my_prompt, version: 1} to load it '
+        "from the MLflow Prompt Registry (configurable-agents prompts push registers prompts)"
+    )
+
+
+class PromptRef(_Section):
+    """A prompt in the MLflow Prompt Registry of ``observability.mlflow.tracking_uri``."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="Registered prompt name (letters, digits, _ . -)."
+    )
+    version: int | None = Field(None, ge=1, description="A version number; or give alias.")
+    alias: str | None = Field(
+        None, min_length=1, description="An alias of a version, e.g. production; or version."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PromptRef:
+        if (self.version is None) == (self.alias is None):
+            raise PromptRefError("a prompt_ref has either 'version: <n>' or 'alias: <name>'")
+        return self
+
+    @property
+    def uri(self) -> str:
+        """MLflow's prompt URI: ``prompts:/name/3`` or ``prompts:/name@alias``."""
+        if self.alias is not None:
+            return f"prompts:/{self.name}@{self.alias}"
+        return f"prompts:/{self.name}/{self.version}"
+
+
 class Node(_Section):
     id: str = Field(pattern=IDENTIFIER, description="Unique node id (letters, digits, _).")
     description: str = ""
-    prompt: str = Field(min_length=1, description="Template; {field} inserts a state field.")
+    prompt: str | None = Field(
+        None,
+        min_length=1,
+        description="Template; {field} inserts a state field. With prompt_ref: the fallback "
+        "used when the registry cannot be read.",
+    )
+    prompt_ref: PromptRef | None = Field(
+        None,
+        description="Load the template from the MLflow Prompt Registry ({{ field }} "
+        "placeholders), by version or alias; prompt, if given too, is the fallback.",
+    )
     outputs: list[str] = Field(min_length=1, description="State fields this node writes.")
     output_schema: OutputSchema | None = Field(
         None, description="Fields the model must return; defaults to the outputs' state types."
@@ -402,6 +452,12 @@ class Node(_Section):
     structured: Structured | None = Field(
         None, description=STRUCTURED_HELP + " Overrides config.llm.structured for this node."
     )
+
+    @model_validator(mode="after")
+    def _has_prompt(self) -> Node:
+        if self.prompt is None and self.prompt_ref is None:
+            raise NoPromptError(f"node '{self.id}' has neither 'prompt' nor 'prompt_ref'")
+        return self
 
 
 class Route(_Section):

@@ -505,6 +505,8 @@ def _check_local_name(col: _Collector, node: Node, i: int, llm: LLMConfig) -> No
 
 
 def _check_prompt(col: _Collector, node: Node, base: Path_, state: dict[str, TypeRef]) -> None:
+    if node.prompt is None:  # prompt_ref only: prompts.resolve_prompts checks the registry's
+        return
     path = (*base, "prompt")
     _, problems, used = parse_template(node.prompt)
     for p in problems:

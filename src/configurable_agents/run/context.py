@@ -74,6 +74,7 @@ class RunContext:
                 started_ns=time.time_ns(),
                 provider=node.provider.name,
                 model=node.model_name,
+                prompt_version=node.prompt_version,
             )
             self.nodes.append(record)
             self.current = record

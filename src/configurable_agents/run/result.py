@@ -78,6 +78,8 @@ class NodeRun:
     cost_usd: float | None = None  # filled by run.cost.summarize_cost
     error: str | None = None  # "Type: message" when the node failed
     state_after: dict[str, Any] | None = None  # the run's state once this node finished
+    # ``name/version`` of the registry prompt this node ran on (``prompt_ref``), else None
+    prompt_version: str | None = None
 
     def to_dict(self, detail: bool = False) -> dict[str, Any]:
         data = {
@@ -94,6 +96,8 @@ class NodeRun:
             "cost_usd": self.cost_usd,
             "tool_calls": [asdict(t) for t in self.tool_calls],
         }
+        if self.prompt_version:
+            data["prompt_version"] = self.prompt_version
         if detail:
             data.update(
                 prompt=self.prompt,

@@ -209,11 +209,12 @@ class CostReport:
     # where the numbers came from ("rollup", "spans" or "search_traces"); not part of the report
     source: str = field(default="", compare=False)
     by_tag: list[dict[str, Any]] | None = None  # --by user|team|tenant|cost_center
+    recommendations: list[dict[str, Any]] | None = None  # --recommend (report.advice)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         del data["source"]
-        for key in ("by_model", "by_node", "aggregate_by", "periods"):
+        for key in ("by_model", "by_node", "aggregate_by", "periods", "recommendations"):
             if data[key] is None:
                 del data[key]
         return data

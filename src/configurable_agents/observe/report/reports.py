@@ -278,6 +278,7 @@ def cost_report(
     tags: Mapping[str, str] | None = None,
     by: str | None = None,
     batch: str | None = None,
+    recommend: bool = False,
 ) -> CostReport:
     """Cost of the traces in ``tracking_uri``.
 
@@ -290,7 +291,8 @@ def cost_report(
     ``spans`` (the span tables only) or ``rest`` (search_traces); default: ``sql`` for SQL
     stores. ``report.source`` says which one answered. ``tags``: only traces with these tag
     values (``{"tenant": "acme"}``; the span tables or search_traces answer then, the rollup
-    keeps no tags); ``by``: also cost per value of that tag (``report.by_tag``).
+    keeps no tags); ``by``: also cost per value of that tag (``report.by_tag``);
+    ``recommend``: cheaper models per node (``report.advice``, ``report.recommendations``).
     """
     if aggregate_by is not None and aggregate_by not in AGGREGATES:
         raise InputError(
@@ -315,6 +317,13 @@ def cost_report(
 
         report.by_tag = cost_by_tag(resolve_tracking_uri(tracking_uri), by, filters)
         report.filters["by"] = by
+    if recommend:
+        from ..trace.targets import resolve_tracking_uri
+        from .advice import node_models
+
+        resolved = resolve_tracking_uri(tracking_uri)
+        kind = "rest" if source == "search_traces" else store_kind(resolved)
+        report.recommendations = [r.to_dict() for r in node_models(resolved, filters, kind)]
     return report
 
 

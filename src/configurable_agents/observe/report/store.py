@@ -103,6 +103,27 @@ def tables(sa: Any) -> dict[str, Any]:
             sa.column("total_cost", sa.Float),
             sa.column("model_name", sa.String),
         ),
+        # judge results (``report prompts``, ``report costs --recommend``)
+        "assessments": sa.table(
+            "assessments",
+            sa.column("trace_id", sa.String),
+            sa.column("span_id", sa.String),
+            sa.column("name", sa.String),
+            sa.column("assessment_type", sa.String),
+            sa.column("source_id", sa.String),
+            sa.column("valid", sa.Boolean),
+            sa.column("aggregate_value", sa.Float),
+            sa.column("is_numeric_value", sa.Boolean),
+            sa.column("assessment_metadata", sa.Text),
+        ),
+        # MLflow's trace -> prompt version links (``destination_id``: "name/version")
+        "entity_associations": sa.table(
+            "entity_associations",
+            sa.column("source_type", sa.String),
+            sa.column("source_id", sa.String),
+            sa.column("destination_type", sa.String),
+            sa.column("destination_id", sa.String),
+        ),
     }
 
 
@@ -259,6 +280,12 @@ SQLITE_CHAT_TOKENS = tuple(f"json_extract({_SQLITE_USAGE}, '$.{key}')" for key i
 SQLITE_NODE_TOKENS = tuple(
     f"CAST(json_extract(content, '$.attributes.\"{key}\"') AS INTEGER)" for key in NODE_TOKEN_KEYS
 )
+# What a node ran on (``report prompts``, ``report costs --recommend``): the JSON text of the
+# AGENT span's ``node.prompt_version``, ``node.provider`` and ``node.model`` (quoted strings).
+NODE_DIM_KEYS = ("node.prompt_version", "node.provider", "node.model")
+SQLITE_NODE_DIMS = tuple(
+    f"json_extract(content, '$.attributes.\"{key}\"')" for key in NODE_DIM_KEYS
+)
 REPORT_INDEXES = {
     # name: (table, columns, partial-index condition)
     "ca_report_chat_spans": (
@@ -271,7 +298,72 @@ REPORT_INDEXES = {
         ["type", "name", "total_cost", *SQLITE_NODE_TOKENS, "duration_ns", "trace_id"],
         "type = 'AGENT'",
     ),
+    # report costs --recommend: per node and the provider and model it ran on
+    "ca_report_node_models": (
+        "spans",
+        ["type", *SQLITE_NODE_DIMS[1:], "name", "total_cost", *SQLITE_NODE_TOKENS],
+        "type = 'AGENT'",
+    ),
+    # report prompts: only the node spans that ran on a registry prompt version
+    "ca_report_prompt_spans": (
+        "spans",
+        [
+            "type",
+            SQLITE_NODE_DIMS[0],
+            "name",
+            "total_cost",
+            *SQLITE_NODE_TOKENS,
+            "duration_ns",
+            "trace_id",
+        ],
+        f"type = 'AGENT' AND {SQLITE_NODE_DIMS[0]} IS NOT NULL",
+    ),
+    # judge results (report.judged: the same three conditions, as literals)
+    "ca_report_judged": (
+        "assessments",
+        [
+            "assessment_type",
+            "trace_id",
+            "span_id",
+            "name",
+            "aggregate_value",
+            "is_numeric_value",
+            "valid",
+            "assessment_metadata",
+        ],
+        "assessment_type = 'feedback' AND aggregate_value IS NOT NULL "
+        "AND name NOT IN ('cost_usd', 'total_tokens')",
+    ),
 }
+
+
+def node_dim_exprs(sa: Any, dialect: str, content: Any) -> list[Any]:
+    """The AGENT span's prompt version, provider and model as JSON text (``'"x"'``: strip
+    the quotes after reading), with the dialect's JSON functions."""
+    if dialect == "sqlite":
+        return [sa.literal_column(e) for e in SQLITE_NODE_DIMS]
+    out = []
+    for key in NODE_DIM_KEYS:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSON
+
+            out.append(sa.cast(content, JSON)["attributes"][key].astext)
+        else:  # mysql / mariadb
+            out.append(sa.func.json_unquote(sa.func.json_extract(content, f'$.attributes."{key}"')))
+    return out
+
+
+def json_text(value: Any) -> str | None:
+    """A node dimension as read (JSON text of a string attribute) as the plain string."""
+    if value is None:
+        return None
+    import json
+
+    try:
+        found = json.loads(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return found if isinstance(found, str) else str(found)
 
 
 def token_exprs(sa: Any, dialect: str, content: Any, *, chat: bool) -> list[Any]:

@@ -26,7 +26,7 @@ import base64
 import json
 from typing import TYPE_CHECKING, Any
 
-from .spans import SpanRecord, TraceRecord
+from .spans import SpanRecord, TraceRecord, linked_prompts
 
 if TYPE_CHECKING:
     from mlflow.entities import Span, TraceInfo
@@ -255,6 +255,9 @@ def to_mlflow(
     if "ca.mlflow_run" in trace.tags:  # a batch's row: its trace is listed under the batch's run
         metadata["mlflow.sourceRun"] = trace.tags["ca.mlflow_run"]
     tags = {**trace.tags, **ours, "mlflow.traceName": trace.root.name}
+    prompts = linked_prompts(result)
+    if prompts:  # MLflow's link of a trace to prompt versions (the UI's "linked prompts")
+        tags["mlflow.linkedPrompts"] = json.dumps(prompts)
     source = AssessmentSource(source_type="CODE", source_id=SOURCE_ID)
     created = result.started_ns // 1_000_000 + int(result.duration_ms)
     assessments: list[Assessment] = [

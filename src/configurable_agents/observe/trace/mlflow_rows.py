@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["assessment_row", "insert", "span_rows"]
+__all__ = ["assessment_row", "insert", "link_prompt_versions", "prompt_link_rows", "span_rows"]
 
 _CHUNK = 200
 
@@ -140,3 +140,61 @@ def assessment_row(
         "is_numeric_value": numeric,
     }
     return {name: values.get(key) for key, name in columns}
+
+
+def _linked(info: Any) -> list[dict[str, str]]:
+    raw = info.tags.get("mlflow.linkedPrompts")
+    if not raw:
+        return []
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return []
+    return [p for p in found if isinstance(p, dict) and p.get("name") and p.get("version")]
+
+
+def prompt_link_rows(info: Any) -> list[dict[str, Any]]:
+    """The ``entity_associations`` rows linking a trace to the prompt versions its
+    ``mlflow.linkedPrompts`` tag lists, as MLflow's ``link_prompts_to_trace`` writes them
+    (``search_traces(filter_string='prompt = "name/3"')`` reads them)."""
+    import uuid
+
+    from mlflow.entities.entity_type import EntityAssociationType
+    from mlflow.utils.time import get_current_time_millis
+
+    now = get_current_time_millis()
+    return [
+        {
+            "association_id": uuid.uuid4().hex,
+            "source_type": EntityAssociationType.TRACE,
+            "source_id": info.trace_id,
+            "destination_type": EntityAssociationType.PROMPT_VERSION,
+            "destination_id": f"{p['name']}/{p['version']}",
+            "created_time": now,
+        }
+        for p in _linked(info)
+    ]
+
+
+def link_prompt_versions(store: Any, info: Any) -> None:
+    """Link a trace written through MLflow's client to its prompt versions with the tracking
+    store's own ``link_prompts_to_trace`` (SQL: the association rows; REST: the server's
+    ``LinkPromptsToTrace``). The tag itself went in with the trace. Never raises: a store
+    without the call still has the tag."""
+    prompts = _linked(info)
+    if not prompts:
+        return
+    from mlflow.entities.model_registry import PromptVersion
+
+    versions = [
+        PromptVersion(p["name"], int(p["version"]), template="")  # type: ignore[abstract]
+        for p in prompts
+    ]
+    try:
+        store.link_prompts_to_trace(info.trace_id, versions)
+    except Exception as exc:  # noqa: BLE001 - the trace is written; its tag names the prompts
+        import logging
+
+        logging.getLogger("configurable_agents.observe").debug(
+            "prompt links of %s not written: %s", info.trace_id, exc
+        )

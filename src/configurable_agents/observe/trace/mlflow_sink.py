@@ -28,7 +28,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...exceptions import MissingExtraError
-from .mlflow_rows import assessment_row, insert, span_rows
+from .mlflow_rows import (
+    assessment_row,
+    insert,
+    link_prompt_versions,
+    prompt_link_rows,
+    span_rows,
+)
 from .spool import SpoolRecord
 from .targets import mask_url, sqlite_path
 
@@ -240,6 +246,7 @@ class MlflowSink:
             exists = False
         if not exists:
             self.client.start_trace(info)
+            link_prompt_versions(self.client.store, info)
         if self.spans_in_store:
             try:
                 self.client.log_spans(self.experiment_id, spans)
@@ -252,6 +259,7 @@ class MlflowSink:
         import sqlalchemy as sa
         from mlflow.store.tracking.dbmodels.models import (
             SqlAssessments,
+            SqlEntityAssociation,
             SqlSpan,
             SqlTraceInfo,
             SqlTraceMetadata,
@@ -279,7 +287,7 @@ class MlflowSink:
                     SqlTraceInfo.request_id.in_(ids)
                 )
             }
-            infos, tags, metadata, assessments = [], [], [], []
+            infos, tags, metadata, assessments, links = [], [], [], [], []
             new_ids: set[str] = set()
             assessment_columns = [
                 (attr.key, attr.columns[0].name) for attr in sa.inspect(SqlAssessments).column_attrs
@@ -325,6 +333,7 @@ class MlflowSink:
                         "value": SpansLocation.TRACKING_STORE.value,
                     }
                 )
+                links += prompt_link_rows(info)
                 for key in PROMOTED_TRACE_METADATA_KEYS:
                     meta.pop(key, None)
                 meta[TraceMetadataKey.TRACE_INFO_FINALIZED] = "true"
@@ -353,6 +362,7 @@ class MlflowSink:
                 (SqlTraceMetadata, metadata),
                 (SqlAssessments, assessments),
                 (SqlSpan, span_table),
+                (SqlEntityAssociation, links),
             ):
                 insert(session, model.__table__, rows)
             report_rollup.add_traces(

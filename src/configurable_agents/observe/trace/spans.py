@@ -179,6 +179,36 @@ def _cost_attribute(input_cost: float, output_cost: float) -> dict[str, float]:
     }
 
 
+def linked_prompts(result: RunResult) -> list[dict[str, str]]:
+    """The registry prompt versions a run's nodes used, in first-use order, as MLflow's
+    ``mlflow.linkedPrompts`` tag lists them (``{"name": ..., "version": "3"}``)."""
+    out: list[dict[str, str]] = []
+    for record in result.nodes:
+        label = getattr(record, "prompt_version", None)  # None in older spool records
+        if label:
+            name, _, version = label.rpartition("/")
+            entry = {"name": name, "version": version}
+            if entry not in out:
+                out.append(entry)
+    return out
+
+
+def _prompt_attributes(record: NodeRun) -> dict[str, Any]:
+    """``node.prompt_version`` (``name/3``) and MLflow's ``mlflow.linkedPrompts`` span
+    attribute (what ``load_prompt`` sets on the active span) of a node run on a registry
+    prompt."""
+    label = getattr(record, "prompt_version", None)
+    if not label:
+        return {}
+    name, _, version = label.rpartition("/")
+    # A list, not its JSON text: MLflow's store keeps the attribute so (it un-nests the JSON
+    # string ``load_prompt`` sets when it writes the span).
+    return {
+        "node.prompt_version": label,
+        "mlflow.linkedPrompts": [{"name": name, "version": version}],
+    }
+
+
 def build_trace(
     workflow: CompiledWorkflow | WorkflowInfo,
     result: RunResult,
@@ -279,6 +309,7 @@ def _node_spans(
             "node.llm_calls": record.llm_calls,
             "node.input_tokens": record.usage.input_tokens,
             "node.output_tokens": record.usage.output_tokens,
+            **_prompt_attributes(record),
         },
     )
     if record.status == "failed":

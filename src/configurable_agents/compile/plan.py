@@ -28,6 +28,7 @@ from ..tools import resolve_tool
 
 if TYPE_CHECKING:
     from ..pricing import PriceOverrides
+    from .judges import CompiledJudge
 
 
 @dataclass
@@ -44,6 +45,8 @@ class CompiledNode:
     max_retries: int
     retry: RetryPolicy = field(default_factory=lambda: retry_policy(RetryConfig()))
     structured_mode: Literal["json_schema", "per_field"] = "json_schema"
+    # ``judges:`` with on_fail block / retry on this node, run right after it (run.judges)
+    gates: list[CompiledJudge] = field(default_factory=list)
     _structured: Runnable[Any, Any] | None = field(default=None, repr=False)
     _fields: dict[str, Runnable[Any, Any]] = field(default_factory=dict, repr=False)
 
@@ -104,6 +107,7 @@ class CompiledWorkflow:
     # The LangGraph graph, built by ``run.graph.graph_of`` on the first run (compile/ plans,
     # run/ executes: the graph's nodes are the run-time node functions).
     graph_cache: Any = field(default=None, repr=False, compare=False)
+    judges: list[CompiledJudge] = field(default_factory=list)  # ``judges:``, in file order
     _prices: PriceOverrides | None = field(default=None, repr=False)
 
     @property
@@ -234,6 +238,12 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
     for node in spec.nodes:
         outputs.extend(o for o in node.outputs if o not in outputs)
     compiled = CompiledWorkflow(workflow, nodes, routes, plain, outputs)
+    from .judges import compile_judges
+
+    compiled.judges = compile_judges(workflow, retry)
+    for judge in compiled.judges:
+        if judge.spec.in_run and judge.spec.node in nodes:
+            nodes[judge.spec.node].gates.append(judge)
     compiled.price_overrides()  # a bad price file is the user's to fix before any call
     check_budget(workflow, compiled.price_overrides())
     if spec.config.observability.mlflow.redact_pii:

@@ -115,8 +115,13 @@ class Judge(BaseModel):
 
     @property
     def is_bool(self) -> bool:
-        """Bool judges: ``type: bool``, and MLflow's built-ins (they answer yes / no)."""
-        return self.type == "bool" or (self.type is None and self.kind == "mlflow")
+        """Bool judges: ``type: bool``, MLflow's built-ins (they answer yes / no), and code
+        scorers given no scale or threshold."""
+        if self.type is not None:
+            return self.type == "bool"
+        if self.kind == "code":
+            return self.scale is None and self.threshold is None
+        return self.kind == "mlflow"
 
     @property
     def bounds(self) -> tuple[float, float]:

@@ -103,6 +103,8 @@ class Observer:
         from .redact import Background
 
         self.redactor = Background()
+        # ``warn`` judges run here, after the run and before its trace is spooled (judging.py)
+        self.judging = Background("configurable-agents-judges")
         # Spooled by this process, per spool: record id -> the result (weakly), so a flush
         # that sees the record written can set ``trace_written``.
         self._records: dict[Path, dict[int, weakref.ref[RunResult]]] = {}
@@ -139,6 +141,18 @@ class Observer:
     ) -> None:
         if started:
             self.metrics.submit(result)
+        if any(not j.spec.in_run for j in compiled.judges):
+            from .judging import judge_then_spool
+
+            with contextlib.suppress(Exception):  # the trace id is known now, as for any run
+                target = _plan(compiled, trace).mlflow
+                if target is not None:
+                    result.trace_id, result.trace_uri = f"tr-{result.run_id}", target.uri
+
+            self.judging.submit(
+                lambda: judge_then_spool(self, compiled, result, started, trace, tags, context)
+            )
+            return
         try:
             self._spool(compiled, result, trace, dict(tags or {}), context)
         except Exception as exc:  # noqa: BLE001 - observability never fails a run
@@ -343,9 +357,25 @@ def spool_snapshot(result: RunResult) -> RunResult:
         )
         for node in result.nodes
     ]
+    judges = [
+        _copy(
+            verdict,
+            record=_copy(
+                verdict.record,
+                calls=[
+                    _copy(call, messages=chat_messages(call.messages))
+                    for call in verdict.record.calls
+                ],
+            )
+            if verdict.record is not None
+            else None,
+        )
+        for verdict in result.judges or []
+    ]
     return _copy(
         result,
         nodes=nodes,
+        judges=judges or None,
         exception=None,
         cost=None,
         trace_uri=mask_url(result.trace_uri) if result.trace_uri else None,

@@ -104,6 +104,10 @@ def run(
         finally:
             if progress:
                 progress.stop()
+        if any(not j.spec.in_run for j in compiled.judges):  # warn judges: shown with the run
+            from ..observe.dispatch import OBSERVER, flush_timeout
+
+            OBSERVER.judging.flush(flush_timeout())
         from ..observe import summarize_cost
 
         cost = summarize_cost(result, compiled.price_overrides())

@@ -488,8 +488,9 @@ def _check_nodes(
             col.add(
                 ("config", "llm", "responses", node_id),
                 f"config.llm.responses names node '{node_id}', which does not exist",
-                _did_you_mean(node_id, node_ids)
-                or "responses are keyed by node id; nodes are: " + ", ".join(sorted(node_ids)),
+                _did_you_mean(node_id, node_ids | set(judges))
+                or "responses are keyed by node id (or judge name); nodes are: "
+                + ", ".join(sorted(node_ids)),
             )
         for j, answer in enumerate(answers):
             kind = answer.get("__error__")

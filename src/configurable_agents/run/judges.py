@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -387,8 +387,7 @@ def _ask(
             )
         ]
     raise _InvalidVerdict(
-        f"judge '{judge.name}' gave no valid score: {record.validation_errors[-1]}",
-        node=judge.spec.node,
+        f"judge '{judge.name}' gave no valid score: {record.validation_errors[-1]}"
     )
 
 
@@ -496,4 +495,4 @@ def _ask_mlflow(
     return _unpack(feedback if not isinstance(feedback, list) else feedback[0])
 
 
-__all__ = ["JudgeResult", "gate", "judge_after_run", "judge_output", "field"]
+__all__ = ["JudgeResult", "gate", "judge_after_run", "judge_output"]

@@ -5,8 +5,9 @@ Each verdict (``run.judges.JudgeResult``) becomes a ``judge <name>`` span of typ
 under the run's root, with the judge model's calls as CHAT_MODEL children (their tokens and
 cost, apart from the nodes'); its final verdict on an output (the last attempt of a ``retry``
 judge) becomes an MLflow feedback assessment named after the judge, attached to the judged
-node's span (the root for final-output judges), and sets ``node.quality_score`` (the lowest
-of its judges' scores) and ``node.quality_passed`` on that span.
+node's span (the root for final-output judges). That span gets ``judge.<name>.score`` (the
+raw score), ``node.quality_score`` (the lowest of its judges' scores, each scaled to 0–1 over
+its judge's scale; pass/fail: 1 or 0) and ``node.quality_passed``.
 """
 
 from __future__ import annotations
@@ -88,9 +89,11 @@ def judge_spans(
         target = judged_span(verdict, root, node_spans)
         if verdict.score is None:
             continue
+        target.attributes[f"judge.{verdict.name}.score"] = verdict.score
+        scaled = round(_normalized(verdict.score, verdict.scale), 4)
         lowest = target.attributes.get("node.quality_score")
-        if lowest is None or verdict.score < lowest:
-            target.attributes["node.quality_score"] = verdict.score
+        if lowest is None or scaled < lowest:
+            target.attributes["node.quality_score"] = scaled
         passed = target.attributes.get("node.quality_passed", True)
         target.attributes["node.quality_passed"] = bool(passed and verdict.passed)
     return out

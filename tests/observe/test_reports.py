@@ -487,12 +487,18 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
         uri,
         "DROP INDEX ca_report_chat_spans",
         "DROP INDEX ca_report_agent_spans",
+        "DROP INDEX ca_report_judges",
         "DROP TABLE ca_report_rollup",
     )
     before = [cost_report(uri, breakdown=True), profile_report(uri)]
     assert [r.source for r in before] == ["spans-uncovered", "spans"]
     created = ensure_report_indexes(uri)
-    assert created == ["ca_report_chat_spans", "ca_report_agent_spans", "ca_report_rollup"]
+    assert created == [
+        "ca_report_chat_spans",
+        "ca_report_agent_spans",
+        "ca_report_judges",
+        "ca_report_rollup",
+    ]
     assert ensure_report_indexes(uri) == []
     result = invoke("report", "index", "--tracking-uri", uri)
     assert result.exit_code == 0 and "nothing to do" in result.stderr

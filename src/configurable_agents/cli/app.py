@@ -225,10 +225,12 @@ def _register() -> None:
     from .batch import batch_app
     from .deploy import deploy_command
     from .observability import observability_app
+    from .quality import register_quality
     from .report import report_app
     from .retention import retention_app
     from .serve import serve_command
 
+    register_quality(report_app)
     app.add_typer(report_app, name="report")
     app.add_typer(retention_app, name="retention")
     app.add_typer(batch_app, name="batch")

@@ -120,7 +120,10 @@ def ensure_report_indexes(
 
 
 def _sqlite_indexes(conn: Any) -> set[str]:
-    query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'spans'"
+    query = (
+        "SELECT name FROM sqlite_master WHERE type = 'index' "
+        "AND tbl_name IN ('spans', 'assessments')"
+    )
     return {row[0] for row in conn.exec_driver_sql(query)}
 
 

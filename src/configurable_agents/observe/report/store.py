@@ -259,6 +259,14 @@ SQLITE_CHAT_TOKENS = tuple(f"json_extract({_SQLITE_USAGE}, '$.{key}')" for key i
 SQLITE_NODE_TOKENS = tuple(
     f"CAST(json_extract(content, '$.attributes.\"{key}\"') AS INTEGER)" for key in NODE_TOKEN_KEYS
 )
+# ``report quality``: the judges' feedback assessments (observe.trace.judge_spans), their node
+# and pass flag read from the metadata JSON; the query repeats these verbatim (report.quality)
+# (deterministic functions only: SQLite refuses LIKE in a partial index's WHERE)
+JUDGE_WHERE = (
+    "assessment_type = 'feedback' AND json_extract(assessment_metadata, '$.on_fail') IS NOT NULL"
+)
+SQLITE_JUDGE_NODE = "json_extract(assessment_metadata, '$.node')"
+SQLITE_JUDGE_PASSED = "json_extract(assessment_metadata, '$.passed')"
 REPORT_INDEXES = {
     # name: (table, columns, partial-index condition)
     "ca_report_chat_spans": (
@@ -270,6 +278,19 @@ REPORT_INDEXES = {
         "spans",
         ["type", "name", "total_cost", *SQLITE_NODE_TOKENS, "duration_ns", "trace_id"],
         "type = 'AGENT'",
+    ),
+    "ca_report_judges": (
+        "assessments",
+        [
+            "experiment_id",
+            "name",
+            SQLITE_JUDGE_NODE,
+            "trace_timestamp_ms",
+            "aggregate_value",
+            SQLITE_JUDGE_PASSED,
+            "trace_id",
+        ],
+        JUDGE_WHERE,
     ),
 }
 

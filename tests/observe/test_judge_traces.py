@@ -123,6 +123,11 @@ def test_assessments_through_an_mlflow_server(tmp_path, mlflow_server: MlflowSer
     result = run_judged(tmp_path, mlflow_server.url)
     check_assessments(mlflow_server.url, result.trace_id)
     check_assessments(mlflow_server.backend_uri, result.trace_id)
+    from configurable_agents.observe.report.quality import quality_report
+
+    report = quality_report(mlflow_server.url, experiment="judges")
+    assert report.source == "search_traces"
+    assert {(r.judge, r.runs) for r in report.rows} >= {("on_topic", 1), ("final_ok", 1)}
 
 
 def test_our_assessment_rows_equal_mlflow_log_feedback(tmp_path):
@@ -186,3 +191,61 @@ def test_judge_score_histogram(tmp_path, monkeypatch):
     assert sample("judge_score_sum", "on_topic") == 7
     assert sample("judge_score_count", "final_ok") == 1  # a warn judge, after the run
     assert sample("judge_score_sum", "safe") == 1
+
+
+def test_report_quality_on_known_data(tmp_path):
+    """Three runs with known verdicts, on the SQL path (the covering index) and on the
+    search_traces path: the same figures."""
+    from configurable_agents.observe.report.quality import build_rows, quality_report, rest_counts
+    from configurable_agents.observe.report.reports import make_filters
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = tmp_path / "judged.yaml"
+    text = JUDGED.replace("URI", json.dumps(uri))
+    for i, final in enumerate((3, 4, 5)):
+        path.write_text(text.replace("{score: 3, rationale", f"{{score: {final}, rationale"))
+        ca.run_workflow(path, {"topic": f"t{i}"}).raise_for_status()
+    assert ca.flush(60)
+    report = quality_report(uri)
+    assert report.source == "assessments"
+    rows = {(r.judge, r.node): r for r in report.rows}
+    assert set(rows) == {("on_topic", "write"), ("safe", "write"), ("final_ok", None)}
+    on_topic = rows[("on_topic", "write")]
+    assert (on_topic.runs, on_topic.pass_rate, on_topic.mean, on_topic.p10) == (3, 1.0, 5, 5)
+    final = rows[("final_ok", None)]
+    assert (final.runs, final.passed, final.mean, final.p10) == (3, 2, 4, 3)
+    assert final.by_day == [
+        {"day": final.by_day[0]["day"], "runs": 3, "pass_rate": 2 / 3, "mean": 4.0}
+    ]
+    assert rows[("safe", "write")].pass_rate == 1.0
+    only = quality_report(uri, judge="final_ok")
+    assert [r.judge for r in only.rows] == ["final_ok"]
+    assert quality_report(uri, workflow="other").rows == []
+    rest = build_rows(rest_counts(uri, make_filters(), None))
+    assert [r.to_dict() for r in rest] == [r.to_dict() for r in report.rows]
+    from configurable_agents.observe.report.store import REPORT_INDEXES
+
+    assert "ca_report_judges" in REPORT_INDEXES
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "ca_report_judges" in indexes  # made by the writer on its first open
+
+
+def test_report_quality_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from configurable_agents.cli.app import app
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_judged(tmp_path, uri)
+    result = CliRunner().invoke(app, ["report", "quality", "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    for part in ("on_topic", "final_ok", "(outputs)", "100%", "By day"):
+        assert part in result.stdout
+    result = CliRunner().invoke(
+        app, ["report", "quality", "--tracking-uri", uri, "--judge", "safe", "--format", "json"]
+    )
+    data = json.loads(result.stdout)
+    assert [j["judge"] for j in data["judges"]] == ["safe"]

@@ -373,3 +373,40 @@ def test_responses_may_be_keyed_by_judge_name(tmp_path):
     text = path.read_text().replace("on_topic: [", "on_topik: [")
     found = issues_of(text)
     assert any("on_topik" in i.message and "on_topic" in (i.hint or "") for i in found)
+
+
+def test_the_servers_run_record_has_the_verdicts(tmp_path):
+    """POST /runs answers with the block judge's verdict; the warn judge's is added to the
+    stored record once it arrives (GET /runs/{id})."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from configurable_agents.serve import create_app
+    from configurable_agents.serve.models import RunRecord
+
+    judges = ON_TOPIC.replace("ON_FAIL", "block") + (
+        '  - {name: later, instructions: "Rate {{ outputs }}.", threshold: 2}\n'
+    )
+    path = workflow(
+        tmp_path,
+        judges,
+        "on_topic: " + scores((4, "fine")) + "\nlater: " + scores((3, "fair")),
+    )
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    with TestClient(create_app(path, database_url=db)) as client:
+        response = client.post("/runs", json={"inputs": {"topic": "tides"}})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        # the block judge's verdict is in the answer (the warn one may be there already)
+        assert (body["judges"][0]["name"], body["judges"][0]["phase"]) == ("on_topic", "in_run")
+        RunRecord.model_validate(body)
+        assert ca.flush(30)
+        deadline = time.monotonic() + 10
+        while True:
+            record = client.get(f"/runs/{body['id']}").json()
+            if len(record.get("judges") or []) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        later = record["judges"][1]
+        assert (later["name"], later["phase"], later["score"]) == ("later", "after_run", 3)
+        RunRecord.model_validate(record)

@@ -142,8 +142,9 @@ class Observer:
         if started:
             self.metrics.submit(result)
         if any(not j.spec.in_run for j in compiled.judges):
-            from .judging import judge_then_spool
+            from .judging import judge_then_spool, mark_pending
 
+            mark_pending(result)
             with contextlib.suppress(Exception):  # the trace id is known now, as for any run
                 target = _plan(compiled, trace).mlflow
                 if target is not None:

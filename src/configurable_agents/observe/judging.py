@@ -16,7 +16,8 @@ as with ``redact_pii``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +26,23 @@ if TYPE_CHECKING:
     from .dispatch import Observer
 
 log = logging.getLogger("configurable_agents.observe")
+_lock = threading.Lock()
+
+
+def mark_pending(result: RunResult) -> None:
+    """``result``'s warn judges are queued (``when_judged`` waits for them)."""
+    result.__dict__["_judging"] = True
+
+
+def when_judged(result: RunResult, callback: Callable[[RunResult], None]) -> None:
+    """Call ``callback(result)`` once its warn judges have given their verdicts (now, when
+    they already have or the run has none; otherwise from the judges' thread)."""
+    with _lock:
+        pending = result.__dict__.get("_judging", False)
+        if pending:
+            result.__dict__.setdefault("_on_judged", []).append(callback)
+    if not pending:
+        callback(result)
 
 
 def judge_then_spool(
@@ -48,7 +66,10 @@ def judge_then_spool(
         result.judges = [*(result.judges or []), *verdicts]
         if started:
             record_metrics(compiled.name, verdicts)
-    for callback in list(getattr(result, "_on_judged", ())):
+    with _lock:
+        result.__dict__["_judging"] = False
+        callbacks = result.__dict__.pop("_on_judged", [])
+    for callback in callbacks:
         try:
             callback(result)
         except Exception as exc:  # noqa: BLE001 - e.g. the server's run record

@@ -113,7 +113,8 @@ def clone(db: Path, template: str, traces: int) -> None:
     conn.execute(
         f"""INSERT INTO assessments ({", ".join(columns)})
             SELECT {select} FROM ids, assessments a
-            WHERE a.trace_id = ? AND json_extract(a.assessment_metadata, '$.on_fail') IS NOT NULL""",
+            WHERE a.trace_id = ?
+              AND json_extract(a.assessment_metadata, '$.on_fail') IS NOT NULL""",
         (template,),
     )
     conn.execute("COMMIT")

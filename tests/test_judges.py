@@ -186,7 +186,7 @@ def test_the_judges_own_llm_responses(tmp_path):
     assert verdict.rationale == "own" and verdict.source_id == "test:/gpt-4o-mini"
 
 
-CHECKS = '''\
+CHECKS = """\
 def no_urls(outputs):
     text = " ".join(str(v) for v in outputs.values())
     return {"score": "http" not in text, "rationale": "no link" if "http" not in text else "a link"}
@@ -198,7 +198,7 @@ def length(outputs, inputs, state):
 
 def broken(outputs):
     raise ValueError("scorer bug")
-'''
+"""
 
 
 def test_code_scorers(tmp_path, monkeypatch):
@@ -231,10 +231,7 @@ def test_an_mlflow_builtin_scorer_runs_on_the_test_provider(tmp_path):
     instructions: "The article must be friendly."
 """
     responses = (
-        "safe: "
-        + scores((True, "nothing harmful"))
-        + "\nfriendly: "
-        + scores((False, "too curt"))
+        "safe: " + scores((True, "nothing harmful")) + "\nfriendly: " + scores((False, "too curt"))
     )
     path = workflow(tmp_path, judges, responses)
     result = ca.run_workflow(path, {"topic": "tides"}).raise_for_status()
@@ -290,7 +287,9 @@ def test_budgets_count_the_judges_spend(tmp_path):
     text = path.read_text().replace(
         "config:\n", "config:\n  budget: {per_run_usd: 1.0, action: block}\n"
     )
-    text = text.replace("model: gemini-2.5-flash\n", "model: gemini-2.5-flash\n    max_tokens: 50\n")
+    text = text.replace(
+        "model: gemini-2.5-flash\n", "model: gemini-2.5-flash\n    max_tokens: 50\n"
+    )
     path.write_text(text)
     result = ca.run_workflow(path, {"topic": "tides"}).raise_for_status()
     ca.observe.summarize_cost(result)
@@ -319,7 +318,8 @@ def issues_of(text: str) -> list[object]:
 
 def judged_text(judges: str) -> str:
     return (
-        BASE.replace("RESPONSES\n", "").replace("JUDGES\n", textwrap.dedent(judges))
+        BASE.replace("RESPONSES\n", "")
+        .replace("JUDGES\n", textwrap.dedent(judges))
         .replace("judges:\n", "judges:\n")
     )
 
@@ -359,16 +359,17 @@ def test_validation_names_the_line_and_a_fix(judge, message, hint):
 
 
 def test_duplicate_judge_names_are_reported():
-    judges = "  - {name: j, instructions: 'a {{ outputs }}'}\n  - {name: j, instructions: 'b {{ outputs }}'}\n"
+    judges = (
+        "  - {name: j, instructions: 'a {{ outputs }}'}\n"
+        "  - {name: j, instructions: 'b {{ outputs }}'}\n"
+    )
     text = BASE.replace("RESPONSES\n", "").replace("JUDGES\n", judges)
     (issue,) = [i for i in issues_of(text) if "used twice" in i.message]
     assert issue.line == text.splitlines().index(judges.splitlines()[1]) + 1
 
 
 def test_responses_may_be_keyed_by_judge_name(tmp_path):
-    path = workflow(
-        tmp_path, ON_TOPIC.replace("ON_FAIL", "warn"), "on_topic: " + scores((3, "x"))
-    )
+    path = workflow(tmp_path, ON_TOPIC.replace("ON_FAIL", "warn"), "on_topic: " + scores((3, "x")))
     ca.load_workflow(path)
     text = path.read_text().replace("on_topic: [", "on_topik: [")
     found = issues_of(text)

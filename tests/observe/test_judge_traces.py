@@ -169,7 +169,8 @@ def test_our_assessment_rows_equal_mlflow_log_feedback(tmp_path):
         with sqlite3.connect(db) as conn:
             conn.row_factory = sqlite3.Row
             found = conn.execute("SELECT * FROM assessments ORDER BY name").fetchall()
-        return [{k: r[k] for k in r.keys() if k not in skip} for r in found]
+        keys = [k for k in found[0].keys() if k not in skip]  # noqa: SIM118 - a Row
+        return [{k: r[k] for k in keys} for r in found]
 
     assert rows(tmp_path / "ours.db") == rows(theirs_db)
 

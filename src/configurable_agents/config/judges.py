@@ -170,8 +170,7 @@ def import_scorer(spec: str) -> Any:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
         raise ScorerImportError(
-            f"scorer '{spec}': cannot import module '{module_name}' ({type(exc).__name__}: "
-            f"{exc})",
+            f"scorer '{spec}': cannot import module '{module_name}' ({type(exc).__name__}: {exc})",
             "make the module importable (installed, or on PYTHONPATH next to the workflow)",
         ) from None
     func = getattr(module, attr, None)
@@ -208,8 +207,7 @@ def check_judges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> 
             col.add(
                 (*base, "node"),
                 f"judge '{judge.name}' judges node '{judge.node}', which does not exist",
-                _did_you_mean(judge.node, node_ids)
-                or "nodes are: " + ", ".join(sorted(node_ids)),
+                _did_you_mean(judge.node, node_ids) or "nodes are: " + ", ".join(sorted(node_ids)),
             )
         if judge.node is None and judge.on_fail == "retry":
             col.add(

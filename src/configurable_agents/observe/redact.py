@@ -262,9 +262,7 @@ class Background:
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name=self.name, daemon=True
-                )
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
                 atexit.register(self.flush, 60.0)
             self._pending += 1

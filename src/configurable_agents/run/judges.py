@@ -422,8 +422,12 @@ def _ask_code(
     ``node``); it returns a bool, a number, ``{score | value, rationale}``, ``(score,
     rationale)`` or an MLflow ``Feedback``."""
     func = judge.scorer
-    offered = {"inputs": dict(inputs), "outputs": dict(outputs), "state": dict(state)}
-    offered["node"] = node
+    offered: dict[str, Any] = {
+        "inputs": dict(inputs),
+        "outputs": dict(outputs),
+        "state": dict(state),
+        "node": node,
+    }
     target = getattr(func, "original_func", None) or func  # an MLflow @scorer's function
     try:
         params = inspect.signature(target).parameters

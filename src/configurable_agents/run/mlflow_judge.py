@@ -48,14 +48,13 @@ def install() -> None:
     with _lock:
         if _installed:
             return
-        from mlflow.entities.assessment import AssessmentSource, Feedback
+        from mlflow.entities import AssessmentSource, Feedback
         from mlflow.genai.judges.adapters.base_adapter import (
             AdapterInvocationInput,
             AdapterInvocationOutput,
             BaseJudgeAdapter,
         )
-        from mlflow.genai.judges.utils import CategoricalRating
-        from mlflow.genai.judges.utils import invocation_utils
+        from mlflow.genai.judges.utils import CategoricalRating, invocation_utils
 
         from .judges import ASKER
 
@@ -82,18 +81,20 @@ def install() -> None:
                         name=params.assessment_name,
                         value=rating,
                         rationale=rationale,
-                        source=AssessmentSource(source_type="LLM_JUDGE", source_id=params.model_uri),
+                        source=AssessmentSource(
+                            source_type="LLM_JUDGE", source_id=params.model_uri
+                        ),
                     )
                 )
 
-        mlflow_get_adapter = invocation_utils.get_adapter
+        mlflow_get_adapter = invocation_utils.get_adapter  # type: ignore[attr-defined]
 
         def get_adapter(model_uri: str, prompt: Any) -> Any:
             if ProviderJudgeAdapter.is_applicable(model_uri, prompt):
                 return ProviderJudgeAdapter()
             return mlflow_get_adapter(model_uri=model_uri, prompt=prompt)
 
-        invocation_utils.get_adapter = get_adapter  # type: ignore[assignment]
+        invocation_utils.get_adapter = get_adapter  # type: ignore[attr-defined]
         _installed = True
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .model import Filters
-
 from .store import JUDGE_WHERE, SQLITE_JUDGE_NODE, SQLITE_JUDGE_PASSED
 
 DAY_MS = 86_400_000
@@ -87,7 +86,14 @@ class QualityReport:
             writer.writerow([row.judge, row.node or "", "", row.runs, row.pass_rate, row.mean])
             for day in row.by_day:
                 writer.writerow(
-                    [row.judge, row.node or "", day["day"], day["runs"], day["pass_rate"], day["mean"]]
+                    [
+                        row.judge,
+                        row.node or "",
+                        day["day"],
+                        day["runs"],
+                        day["pass_rate"],
+                        day["mean"],
+                    ]
                 )
         return out.getvalue()
 
@@ -97,8 +103,8 @@ Counts = dict[tuple[str, str | None, int, float | None, bool], int]
 
 
 def build_rows(counts: Counts) -> list[JudgeRow]:
-    groups: dict[tuple[str, str | None], dict[tuple[int, float | None, bool], int]] = (
-        defaultdict(dict)
+    groups: dict[tuple[str, str | None], dict[tuple[int, float | None, bool], int]] = defaultdict(
+        dict
     )
     for (judge, node, day, score, passed), n in counts.items():
         cell = groups[(judge, node)]
@@ -123,12 +129,12 @@ def build_rows(counts: Counts) -> list[JudgeRow]:
             row.mean = sum(s * n for s, n in scores.items()) / total
             row.p10 = _percentile(scores, 0.10)
         for day in sorted(days):
-            runs, passed, score_sum, scored = days[day]
+            runs, hits, score_sum, scored = days[day]
             row.by_day.append(
                 {
                     "day": (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat(),
                     "runs": runs,
-                    "pass_rate": passed / runs if runs else None,
+                    "pass_rate": hits / runs if runs else None,
                     "mean": score_sum / scored if scored else None,
                 }
             )
@@ -159,8 +165,15 @@ def _passed(value: Any) -> bool:
 
 def sql_counts(uri: str, filters: Filters, judge: str | None) -> Counts:
     from .sql import _Selection
-    from .store import check_revision, check_store, connect, experiment_ids, sa_module
-    from .store import table_names, tables
+    from .store import (
+        check_revision,
+        check_store,
+        connect,
+        experiment_ids,
+        sa_module,
+        table_names,
+        tables,
+    )
 
     sa = sa_module()
     t = tables(sa)
@@ -184,8 +197,9 @@ def sql_counts(uri: str, filters: Filters, judge: str | None) -> Counts:
             sa.column("assessment_type", sa.String),
         )
         if dialect == "sqlite":
-            node, passed = sa.literal_column(SQLITE_JUDGE_NODE), sa.literal_column(
-                SQLITE_JUDGE_PASSED
+            node, passed = (
+                sa.literal_column(SQLITE_JUDGE_NODE),
+                sa.literal_column(SQLITE_JUDGE_PASSED),
             )
             where = [sa.text(JUDGE_WHERE)]
         else:
@@ -251,7 +265,9 @@ def rest_counts(uri: str, filters: Filters, judge: str | None) -> Counts:
     return counts
 
 
-def add_assessments(counts: Counts, traces: Iterable[Any], filters: Filters, judge: str | None) -> None:
+def add_assessments(
+    counts: Counts, traces: Iterable[Any], filters: Filters, judge: str | None
+) -> None:
     wanted = dict(filters.tags)
     for trace in traces:
         info = trace.info

@@ -170,9 +170,7 @@ def quality_assessment(trace: TraceRecord) -> dict[str, Any] | None:
         "score": round(sum(_normalized(v.score, v.scale) for v in scored) / len(scored), 4)
         if scored
         else None,
-        "threshold": round(
-            sum(_normalized(v.threshold, v.scale) for v in scored) / len(scored), 4
-        )
+        "threshold": round(sum(_normalized(v.threshold, v.scale) for v in scored) / len(scored), 4)
         if scored
         else None,
         "passed": all(v.passed for v in final),

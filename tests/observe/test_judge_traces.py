@@ -250,3 +250,25 @@ def test_report_quality_cli(tmp_path):
     )
     data = json.loads(result.stdout)
     assert [j["judge"] for j in data["judges"]] == ["safe"]
+
+
+def test_the_mlflow_ui_shows_the_judges(tmp_path):
+    """bench/judge_screenshot.py (which made docs/screenshots/mlflow-ui-judges.png): an
+    ``mlflow server`` on a judged trace, the assessments pane in headless Chromium."""
+    import subprocess
+    import sys
+
+    from servers import CHROMIUM, skip_unless_ci
+
+    if not CHROMIUM.is_file():
+        skip_unless_ci(f"{CHROMIUM} not found (.ci/install-servers.sh)")
+    root = Path(__file__).resolve().parents[2]
+    out = root / "test-artifacts" / "mlflow-ui-judges.png"
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / "judge_screenshot.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "Explains tides through the moon" in done.stdout and out.stat().st_size > 10_000

@@ -108,8 +108,7 @@ def _shoot(page: str, out: Path) -> str:
         time.sleep(1.0)
         # the judged node's span: its assessments (on_topic, safe) in the side pane
         browser.js(
-            "[...document.querySelectorAll('span,div')].find(e => e.innerText === 'write')"
-            "?.click()"
+            "[...document.querySelectorAll('span,div')].find(e => e.innerText === 'write')?.click()"
         )
         time.sleep(0.5)
         browser.js(CLICK % "b.innerText.trim().startsWith('Assess')")

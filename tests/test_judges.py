@@ -336,7 +336,7 @@ def judged_text(judges: str) -> str:
             "between 1 and 5",
         ),
         ("{name: j, node: write, scorer: 'mlflow:Safty'}", "not an MLflow built-in", "Safety"),
-        ("{name: j, scorer: 'mlflow:Correctness'}", "expectations", "Safety"),
+        ("{name: j, scorer: 'mlflow:Correctness'}", "more than a run", "Safety"),
         ("{name: j, scorer: 'no_such_module_x:f'}", "cannot import", "importable"),
         (
             "{name: j, instructions: 'Rate {{ outputs }}', on_fail: retry}",

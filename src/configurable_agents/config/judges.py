@@ -26,10 +26,28 @@ if TYPE_CHECKING:
 
 # MLflow 3.17's built-in scorers that judge from a run's inputs and outputs alone
 # (``mlflow.genai.scorers``; a test keeps this list in step with the installed MLflow).
-MLFLOW_SCORERS = ("Safety", "RelevanceToQuery", "Guidelines", "Fluency", "Completeness")
-# Built-ins that need more than inputs and outputs (expectations, retrieval spans, a session).
+MLFLOW_SCORERS = (
+    "Safety",
+    "RelevanceToQuery",
+    "Guidelines",
+    "Fluency",
+    "Completeness",
+    "Summarization",
+)
+# Built-ins that need more than a run's inputs and outputs (expectations, retrieval spans, a
+# conversation, settings of their own).
 MLFLOW_UNSUPPORTED = (
+    "ConversationCompleteness",
+    "ConversationalGuidelines",
+    "ConversationalRoleAdherence",
+    "ConversationalSafety",
+    "ConversationalToolCallEfficiency",
     "Correctness",
+    "KnowledgeRetention",
+    "PIIDetection",
+    "RegexMatch",
+    "ResponseLength",
+    "UserFrustration",
     "Equivalence",
     "ExpectationsGuidelines",
     "RetrievalGroundedness",
@@ -281,8 +299,8 @@ def _check_scorer(col: _Collector, judge: Judge, base: tuple[str | int, ...]) ->
         if name in MLFLOW_UNSUPPORTED:
             col.add(
                 path,
-                f"judge '{judge.name}': MLflow's {name} needs expectations or retrieval spans, "
-                "which a workflow run does not have",
+                f"judge '{judge.name}': MLflow's {name} needs more than a run's inputs and "
+                "outputs (expectations, retrieval spans, a conversation or settings of its own)",
                 "use one of " + ", ".join(MLFLOW_SCORERS) + ", or an LLM judge with instructions",
             )
         elif name not in MLFLOW_SCORERS:

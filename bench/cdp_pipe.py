@@ -5,6 +5,7 @@ open a page, run JavaScript in it (click a button), and save a screenshot."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _onto_3_and_4(commands: int, answers: int) -> None:
+    """In the child: the pipe ends where ``--remote-debugging-pipe`` looks for them."""
+    os.dup2(commands, 3)
+    os.dup2(answers, 4)
 
 
 class Browser:
@@ -38,7 +45,7 @@ class Browser:
                 "about:blank",
             ],
             pass_fds=(3, 4),
-            preexec_fn=lambda: (os.dup2(to_child_r, 3), os.dup2(from_child_w, 4)) and None,
+            preexec_fn=lambda: _onto_3_and_4(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -106,10 +113,8 @@ class Browser:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)
         os.close(self._to_child)
         os.close(self._from_child)

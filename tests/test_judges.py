@@ -344,8 +344,8 @@ def judged_text(judges: str) -> str:
             "node",
         ),
         ("{name: write, instructions: 'Rate {{ outputs }}'}", "name of a node", "rename"),
-        ("{name: j, node: write}", "needs 'instructions'", None),
-        ("{name: j, type: bool, scale: [1, 5], instructions: 'x {{ outputs }}'}", "bool", None),
+        ("{name: j, node: write}", "needs 'instructions'", "scorer"),
+        ("{name: j, type: bool, scale: [1, 5], instructions: 'x {{ outputs }}'}", "bool", "scale"),
     ],
 )
 def test_validation_names_the_line_and_a_fix(judge, message, hint):
@@ -411,3 +411,50 @@ def test_the_servers_run_record_has_the_verdicts(tmp_path):
         later = record["judges"][1]
         assert (later["name"], later["phase"], later["score"]) == ("later", "after_run", 3)
         RunRecord.model_validate(record)
+
+
+def test_batch_summary_and_compare_have_the_judges_pass_rates(tmp_path):
+    """A batch's lines carry the verdicts; its summary the pass rate and mean per judge;
+    ``batch compare`` compares the pass rates."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    base = workflow(
+        tmp_path,
+        ON_TOPIC.replace("ON_FAIL", "warn"),
+        "on_topic: " + scores((2, "weak"), (5, "good")),
+        "base.yaml",
+    )
+    cand = workflow(
+        tmp_path, ON_TOPIC.replace("ON_FAIL", "warn"), "on_topic: " + scores((5, "good")), "c.yaml"
+    )
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"topic": f"t{i}"}) + "\n" for i in range(3)))
+    env = {
+        **__import__("os").environ,
+        "PYTHONPATH": str(root / "src"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+
+    def cli(*args: object) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "configurable_agents", *map(str, args), "--json"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout)
+
+    summary = cli("batch", base, "--data", rows, "-o", tmp_path / "base.jsonl", "-c", "1")
+    # each row is its own run: the first answer of on_topic (2, a fail) for every row
+    assert summary["judges"]["on_topic"] == {"runs": 3, "passed": 0, "pass_rate": 0.0, "mean": 2}
+    line = json.loads((tmp_path / "base.jsonl").read_text().splitlines()[0])
+    assert line["judges"] == [{"name": "on_topic", "node": "write", "score": 2, "passed": False}]
+    comparison = cli("batch", "compare", base, cand, "--data", rows, "-o", tmp_path / "cmp")
+    metric = next(m for m in comparison["metrics"] if m["name"] == "judge on_topic pass rate")
+    assert (metric["baseline"], metric["candidate"], metric["better"]) == (0.0, 1.0, "candidate")

@@ -64,6 +64,14 @@ _VARIABLE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 DEFAULT_SCALE = (1.0, 5.0)
 
 
+class JudgeShapeError(ValueError):
+    """A judge whose keys do not fit together (its ``hint`` says how to fix it)."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
 class Judge(BaseModel):
     """One quality check (``judges[]``)."""
 
@@ -113,15 +121,21 @@ class Judge(BaseModel):
     @model_validator(mode="after")
     def _shape(self) -> Judge:
         if self.instructions is None and self.scorer is None:
-            raise ValueError(
+            raise JudgeShapeError(
                 f"judge '{self.name}' needs 'instructions' (an LLM judge) or 'scorer' "
-                "(mlflow:<BuiltIn> or module:function)"
+                "(mlflow:<BuiltIn> or module:function)",
+                'add instructions: "Rate from 1 to 5 how well {{ outputs }} ...", or '
+                "scorer: mlflow:Safety",
             )
         if self.type == "bool" and self.scale is not None:
-            raise ValueError(f"judge '{self.name}': type: bool takes no scale (pass = true)")
+            raise JudgeShapeError(
+                f"judge '{self.name}': type: bool takes no scale (pass = true)",
+                "remove scale, or remove type: bool for a numeric judge",
+            )
         if self.scale is not None and self.scale[0] >= self.scale[1]:
-            raise ValueError(
-                f"judge '{self.name}': scale {self.scale} must be [lowest, highest], lowest first"
+            raise JudgeShapeError(
+                f"judge '{self.name}': scale {self.scale} must be [lowest, highest], lowest first",
+                "write the lowest score first, e.g. scale: [1, 5]",
             )
         return self
 

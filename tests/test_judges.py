@@ -458,3 +458,48 @@ def test_batch_summary_and_compare_have_the_judges_pass_rates(tmp_path):
     comparison = cli("batch", "compare", base, cand, "--data", rows, "-o", tmp_path / "cmp")
     metric = next(m for m in comparison["metrics"] if m["name"] == "judge on_topic pass rate")
     assert (metric["baseline"], metric["candidate"], metric["better"]) == (0.0, 1.0, "candidate")
+
+
+def test_a_budget_needs_a_price_for_the_judges_model_too(tmp_path):
+    judges = ON_TOPIC.replace("ON_FAIL", "block") + "    llm: {model: no-such-model}\n"
+    path = workflow(tmp_path, judges, "on_topic: " + scores((5, "fine")))
+    path.write_text(
+        path.read_text()
+        .replace("config:\n", "config:\n  budget: {per_run_usd: 1.0}\n")
+        .replace("model: gemini-2.5-flash\n", "model: gemini-2.5-flash\n    max_tokens: 50\n")
+    )
+    with pytest.raises(WorkflowValidationError) as info:
+        ca.compile_workflow(ca.load_workflow(path))
+    (issue,) = info.value.issues
+    assert "judge 'on_topic'" in issue.message and "no-such-model" in issue.message
+    assert (
+        issue.hint
+        and issue.line == path.read_text().splitlines().index("    llm: {model: no-such-model}") + 1
+    )
+
+
+def test_the_judges_providers_are_checked_before_any_call(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    judges = ON_TOPIC.replace("ON_FAIL", "warn") + "    llm: {provider: openai, model: gpt-4o}\n"
+    path = workflow(tmp_path, judges, "")
+    from configurable_agents.providers import check_environment
+
+    with pytest.raises(WorkflowValidationError) as info:
+        check_environment(ca.load_workflow(path))
+    assert any("OPENAI_API_KEY" in i.message for i in info.value.issues)
+
+
+def test_quality_artifact_only_at_standard_and_above(tmp_path):
+    from configurable_agents.observe.trace.artifacts import build_artifacts
+    from configurable_agents.observe.trace.spans import build_trace
+
+    path = workflow(
+        tmp_path, ON_TOPIC.replace("ON_FAIL", "block"), "on_topic: " + scores((4, "ok"))
+    )
+    compiled = ca.compile_workflow(ca.load_workflow(path))
+    result = ca.run_workflow(compiled, {"topic": "tides"}).raise_for_status()
+    ca.observe.summarize_cost(result)
+    trace = build_trace(compiled, result)
+    assert "quality_assessment.json" not in build_artifacts(trace, "minimal")
+    for level in ("standard", "full"):
+        assert "quality_assessment.json" in build_artifacts(trace, level)

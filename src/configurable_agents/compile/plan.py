@@ -303,5 +303,24 @@ def check_budget(workflow: LoadedWorkflow, prices: PriceOverrides) -> None:
                     path,
                 )
             )
+    for i, judge in enumerate(workflow.spec.judges):  # a judge's calls count too
+        if judge.kind == "code":
+            continue
+        llm = merge_llm(workflow.spec.config.llm, judge.llm)
+        provider = PROVIDERS[llm.provider or "local"]
+        model = llm.model or provider.default_model
+        if price_split(model, provider.name, TokenUsage(1, 1), prices) is None:
+            path = ("judges", i, "llm") if judge.llm is not None else ("config", "budget")
+            issues.append(
+                Issue(
+                    f"config.budget is set, but judge '{judge.name}' uses model '{model}' "
+                    f"(provider {provider.name}), which has no known price, so its calls "
+                    "cannot be counted against the budget",
+                    doc.file,
+                    doc.line_of(path),
+                    PRICE_HINT,
+                    path,
+                )
+            )
     if issues:
         raise WorkflowValidationError(issues)

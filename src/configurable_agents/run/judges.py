@@ -18,13 +18,11 @@ LLM_JUDGE or CODE, ``source_id``), and for model judges a ``NodeRun`` record of 
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import inspect
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -454,24 +452,6 @@ def _unpack(got: Any) -> tuple[Any, str]:
     return got, ""
 
 
-# ---------------------------------------------------------------------------- MLflow built-ins
-
-# The judge the MLflow model adapter answers for (``run.mlflow_judge``): a model URI
-# ``configurable-agents:/<judge>`` is served by this function, in this context.
-ASKER: contextvars.ContextVar[Callable[[list[BaseMessage]], tuple[Any, str]] | None] = (
-    contextvars.ContextVar("configurable_agents_judge_asker", default=None)
-)
-
-
-@contextlib.contextmanager
-def _asking(ask: Callable[[list[BaseMessage]], tuple[Any, str]]) -> Iterator[None]:
-    token = ASKER.set(ask)
-    try:
-        yield
-    finally:
-        ASKER.reset(token)
-
-
 def _ask_mlflow(
     judge: CompiledJudge,
     ctx: RunContext,
@@ -480,23 +460,12 @@ def _ask_mlflow(
     inputs: Mapping[str, Any],
     outputs: Mapping[str, Any],
 ) -> tuple[Any, str]:
-    """Run an MLflow built-in scorer with this judge's model as its LLM: MLflow builds the
-    prompt and reads the answer; the call goes through our provider (``run.mlflow_judge``)."""
-    from .mlflow_judge import builtin_scorer
-
-    scorer = builtin_scorer(judge)
+    from .mlflow_judge import score_builtin
 
     def ask(messages: list[BaseMessage]) -> tuple[Any, str]:
         return _ask(judge, ctx, record, config, [*messages, SystemMessage(_format(judge))])
 
-    shown = dict(outputs)
-    answer: Any = next(iter(shown.values())) if len(shown) == 1 else shown
-    offered = {"inputs": dict(inputs), "outputs": answer}
-    params = inspect.signature(type(scorer).__call__).parameters
-    kwargs = {k: v for k, v in offered.items() if k in params}
-    with _asking(ask):
-        feedback = scorer(**kwargs)
-    return _unpack(feedback if not isinstance(feedback, list) else feedback[0])
+    return _unpack(score_builtin(judge, ask, inputs, outputs))
 
 
 __all__ = ["JudgeResult", "gate", "judge_after_run", "judge_output"]

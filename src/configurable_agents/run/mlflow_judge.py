@@ -14,7 +14,11 @@ other model URI goes on to MLflow's own adapters.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import inspect
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -23,6 +27,39 @@ if TYPE_CHECKING:
     from ..compile.judges import CompiledJudge
 
 SCHEME = "configurable-agents"
+Asker = Callable[[list[BaseMessage]], tuple[Any, str]]
+# The judge the adapter answers for: ``run.judges`` sets it around a built-in scorer's call,
+# so the URI ``configurable-agents:/<judge>`` is served by that judge's model, in its run.
+ASKER: contextvars.ContextVar[Asker | None] = contextvars.ContextVar(
+    "configurable_agents_judge_asker", default=None
+)
+
+
+@contextlib.contextmanager
+def _asking(ask: Asker) -> Iterator[None]:
+    token = ASKER.set(ask)
+    try:
+        yield
+    finally:
+        ASKER.reset(token)
+
+
+def score_builtin(
+    judge: CompiledJudge, ask: Asker, inputs: Mapping[str, Any], outputs: Mapping[str, Any]
+) -> Any:
+    """Run an MLflow built-in scorer with ``ask`` (the judge's model) as its LLM: MLflow builds
+    the prompt and reads the verdict. Returns its ``Feedback``."""
+    scorer = builtin_scorer(judge)
+    shown = dict(outputs)
+    answer: Any = next(iter(shown.values())) if len(shown) == 1 else shown
+    offered = {"inputs": dict(inputs), "outputs": answer}
+    params = inspect.signature(type(scorer).__call__).parameters
+    kwargs = {k: v for k, v in offered.items() if k in params}
+    with _asking(ask):
+        feedback = scorer(**kwargs)
+    return feedback[0] if isinstance(feedback, list) else feedback
+
+
 _installed = False
 _lock = threading.Lock()
 
@@ -55,8 +92,6 @@ def install() -> None:
             BaseJudgeAdapter,
         )
         from mlflow.genai.judges.utils import CategoricalRating, invocation_utils
-
-        from .judges import ASKER
 
         class ProviderJudgeAdapter(BaseJudgeAdapter):
             """Serves ``configurable-agents:/<judge>`` with the judge's own model."""

@@ -103,7 +103,7 @@ class Observer:
         from .redact import Background
 
         self.redactor = Background()
-        # ``warn`` judges run here, after the run and before its trace is spooled (judging.py)
+        # ``warn`` judges run here, after the run is spooled; their verdicts follow (judging.py)
         self.judging = Background("configurable-agents-judges")
         # Spooled by this process, per spool: record id -> the result (weakly), so a flush
         # that sees the record written can set ``trace_written``.
@@ -141,23 +141,17 @@ class Observer:
     ) -> None:
         if started:
             self.metrics.submit(result)
-        if any(not j.spec.in_run for j in compiled.judges):
-            from .judging import judge_then_spool, mark_pending
-
-            mark_pending(result)
-            with contextlib.suppress(Exception):  # the trace id is known now, as for any run
-                target = _plan(compiled, trace).mlflow
-                if target is not None:
-                    result.trace_id, result.trace_uri = f"tr-{result.run_id}", target.uri
-
-            self.judging.submit(
-                lambda: judge_then_spool(self, compiled, result, started, trace, tags, context)
-            )
-            return
-        try:
+        try:  # spooled at once, with or without warn judges: durable when this returns
             self._spool(compiled, result, trace, dict(tags or {}), context)
         except Exception as exc:  # noqa: BLE001 - observability never fails a run
             warn_once("spool", f"tracing is off for this run: {type(exc).__name__}: {exc}", 60)
+        if any(not j.spec.in_run for j in compiled.judges):
+            from .judging import judge_then_assess, mark_pending
+
+            mark_pending(result)
+            self.judging.submit(
+                lambda: judge_then_assess(self, compiled, result, started, trace, tags)
+            )
 
     # ------------------------------------------------------------------ budgets
 
@@ -263,6 +257,23 @@ class Observer:
                 )
             else:
                 result.trace_written = True
+
+    def append_assessments(
+        self, compiled: CompiledWorkflow, result: RunResult, sink: SinkRef, data: dict[str, Any]
+    ) -> None:
+        """Spool the warn judges' verdicts of a run (kind ``assessments``) for its MLflow
+        sink; ``flush()`` waits for the record as for the run's."""
+        from .trace.assessments import KIND
+        from .trace.drain import ensure_drained
+        from .trace.spool import FORMAT, SpoolRecord, open_spool
+
+        obs = compiled.workflow.spec.config.observability
+        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
+        spool = open_spool(_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024)
+        record_id = spool.append(SpoolRecord(FORMAT, KIND, data), [sink])
+        with self._lock:
+            self._records.setdefault(spool.path, {})[record_id] = weakref.ref(result)
+        ensure_drained(spool, [spool.sink_id(sink)])
 
     def _probe(self, compiled: CompiledWorkflow, trace: bool | None) -> None:
         """Probe each MLflow store the run will go to once a minute, in a thread, so a store

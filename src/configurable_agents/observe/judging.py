@@ -1,16 +1,18 @@
-"""``warn`` judges: run after the run, off the caller's path, before its trace is spooled.
+"""``warn`` judges: run after the run, off the caller's path, once its trace is spooled.
 
-``Observer.run_finished`` hands a run whose workflow has ``warn`` judges to a background
-thread (``Observer.judging``, one per process, worked in order) and returns: the caller's
-path gains one queue put. The thread runs the judges (``run.judges.judge_after_run``: their
-model calls go through the same provider layer, recorded on their own ``NodeRun``), adds the
-verdicts to ``result.judges``, records their ``judge_score`` metrics, and then spools the run
-exactly as ``run_finished`` would have: the verdicts reach the store as feedback assessments
-in the same transaction as the trace, so a trace is never seen half-judged.
+``Observer.run_finished`` spools every run at once (durable when ``run_workflow`` returns,
+judges or not), then hands a run whose workflow has ``warn`` judges to a background thread
+(``Observer.judging``, one per process, worked in order). The thread runs the judges
+(``run.judges.judge_after_run``: their model calls go through the same provider layer,
+recorded on their own ``NodeRun``), adds the verdicts to ``result.judges``, records their
+``judge_score`` metrics, calls ``when_judged`` callbacks (the server's run record), and then
+appends a small ``assessments`` record for the run's MLflow sink (``trace.assessments``):
+the verdicts become feedback assessments on the trace already written, with the complete
+``quality_assessment.json``. OTLP and Pushgateway get nothing more.
 
-``configurable_agents.flush()`` (and the exit handler) waits for this thread first. The cost:
-a process killed while its judges run loses those runs' traces (they were not spooled yet),
-as with ``redact_pii``.
+``configurable_agents.flush()`` (and the exit handler, and the CLI) waits for this thread
+first, bounded by the flush timeout. A process killed while its judges run keeps its traces
+(they are spooled); it loses only those judges' verdicts.
 """
 
 from __future__ import annotations
@@ -45,14 +47,13 @@ def when_judged(result: RunResult, callback: Callable[[RunResult], None]) -> Non
         callback(result)
 
 
-def judge_then_spool(
+def judge_then_assess(
     observer: Observer,
     compiled: CompiledWorkflow,
     result: RunResult,
     started: Any,
     trace: bool | None,
     tags: Mapping[str, str] | None,
-    context: Mapping[str, str] | None,
 ) -> None:
     from ..run.judges import judge_after_run
     from .dispatch import warn_once
@@ -74,10 +75,56 @@ def judge_then_spool(
             callback(result)
         except Exception as exc:  # noqa: BLE001 - e.g. the server's run record
             log.warning("after the judges: %s: %s", type(exc).__name__, exc)
+    if not verdicts:
+        return
     try:
-        observer._spool(compiled, result, trace, dict(tags or {}), context)
+        spool_assessments(observer, compiled, result, verdicts, trace, tags)
     except Exception as exc:  # noqa: BLE001 - observability never fails a run
-        warn_once("spool", f"tracing is off for this run: {type(exc).__name__}: {exc}", 60)
+        warn_once("assess", f"judges' verdicts not traced: {type(exc).__name__}: {exc}", 60)
+
+
+def spool_assessments(
+    observer: Observer,
+    compiled: CompiledWorkflow,
+    result: RunResult,
+    verdicts: list[Any],
+    trace: bool | None,
+    tags: Mapping[str, str] | None,
+) -> None:
+    """Append the ``assessments`` record of ``verdicts`` for the run's MLflow sink (redacted
+    as the run's record is, and after it when the run's record is redacted in the
+    background)."""
+    from .dispatch import _per_tags, _plan, spool_snapshot
+    from .trace.assessments import record_data
+    from .trace.spans import WorkflowInfo
+
+    plan = _plan(compiled, trace)
+    if plan.mlflow is None:
+        return
+    if "{" in plan.mlflow.experiment:
+        plan = _per_tags(plan, dict(tags or {}))
+    assert plan.mlflow is not None
+    sink = plan.mlflow.sink()
+    settings = compiled.workflow.spec.config.observability.mlflow
+    snapshot = spool_snapshot(result)
+    info = WorkflowInfo.of(compiled)
+
+    def build_and_append() -> None:
+        data = record_data(info, snapshot, verdicts)
+        data["artifact_level"] = settings.artifact_level
+        data["log_artifacts"] = settings.log_artifacts
+        if settings.redact_pii:
+            from .redact import Session, engine_for
+
+            session = Session(engine_for(settings.redact))
+            data["feedbacks"] = session.value(data["feedbacks"])
+            data["quality"] = session.value(data["quality"])
+        observer.append_assessments(compiled, result, sink, data)
+
+    if settings.redact_pii and settings.async_logging:
+        observer.redactor.submit(build_and_append)  # in order: after the run's own record
+    else:
+        build_and_append()
 
 
 def record_metrics(workflow: str, verdicts: list[Any]) -> None:

@@ -109,43 +109,67 @@ def judged_span(verdict: Any, root: SpanRecord, node_spans: list[SpanRecord]) ->
     return root
 
 
-def feedbacks(trace: TraceRecord, mlflow_id: str) -> list[Any]:
-    """The judges' final verdicts as MLflow ``Feedback`` assessments."""
-    from mlflow.entities import AssessmentError, AssessmentSource, Feedback
-
+def feedback_fields(trace: TraceRecord, only: Any = None) -> list[dict[str, Any]]:
+    """The judges' final verdicts as plain ``Feedback`` fields (no MLflow import: the
+    ``assessments`` spool record carries them); ``only``: keep these (name, node, visit)."""
     result = trace.result
     nodes = [s for s in trace.spans if s.span_type == "AGENT"]
     out = []
     for verdict in final_verdicts(result):
+        if only is not None and (verdict.name, verdict.node, verdict.visit) not in only:
+            continue
         span = judged_span(verdict, trace.root, nodes)
         when = (verdict.started_ns or result.started_ns) // 1_000_000 + int(verdict.duration_ms)
-        metadata = {
-            "node": verdict.node or "",
-            "visit": "" if verdict.visit is None else str(verdict.visit),
-            "passed": str(verdict.passed).lower(),
-            "threshold": f"{verdict.threshold:g}",
-            "on_fail": verdict.on_fail,
-            "attempt": str(verdict.attempt),
-        }
         out.append(
-            Feedback(
-                name=verdict.name,
-                value=verdict.value if verdict.error is None else None,
-                error=AssessmentError(error_code="JUDGE_ERROR", error_message=verdict.error)
-                if verdict.error
-                else None,
-                source=AssessmentSource(
-                    source_type=verdict.source_type, source_id=verdict.source_id
-                ),
-                trace_id=mlflow_id,
-                span_id=f"{span.span_id:016x}",
-                create_time_ms=when,
-                last_update_time_ms=when,
-                rationale=verdict.rationale or None,
-                metadata=metadata,
-            )
+            {
+                "name": verdict.name,
+                "node": verdict.node,
+                "visit": verdict.visit,
+                "value": verdict.value if verdict.error is None else None,
+                "error": verdict.error,
+                "source_type": verdict.source_type,
+                "source_id": verdict.source_id,
+                "span_id": f"{span.span_id:016x}",
+                "time_ms": when,
+                "rationale": verdict.rationale or None,
+                "metadata": {
+                    "node": verdict.node or "",
+                    "visit": "" if verdict.visit is None else str(verdict.visit),
+                    "passed": str(verdict.passed).lower(),
+                    "threshold": f"{verdict.threshold:g}",
+                    "on_fail": verdict.on_fail,
+                    "attempt": str(verdict.attempt),
+                },
+            }
         )
     return out
+
+
+def to_feedback(fields: dict[str, Any], mlflow_id: str, assessment_id: str | None = None) -> Any:
+    """An MLflow ``Feedback`` of ``feedback_fields``' dict."""
+    from mlflow.entities import AssessmentError, AssessmentSource, Feedback
+
+    error = fields["error"]
+    feedback = Feedback(
+        name=fields["name"],
+        value=fields["value"],
+        error=AssessmentError(error_code="JUDGE_ERROR", error_message=error) if error else None,
+        source=AssessmentSource(source_type=fields["source_type"], source_id=fields["source_id"]),
+        trace_id=mlflow_id,
+        span_id=fields["span_id"],
+        create_time_ms=fields["time_ms"],
+        last_update_time_ms=fields["time_ms"],
+        rationale=fields["rationale"],
+        metadata=fields["metadata"],
+    )
+    if assessment_id is not None:
+        feedback.assessment_id = assessment_id
+    return feedback
+
+
+def feedbacks(trace: TraceRecord, mlflow_id: str) -> list[Any]:
+    """The judges' final verdicts as MLflow ``Feedback`` assessments."""
+    return [to_feedback(fields, mlflow_id) for fields in feedback_fields(trace)]
 
 
 def _normalized(value: float, scale: Any) -> float:

@@ -8,7 +8,7 @@ does. Their model calls go through ``run.calls.call_model`` with the run's conte
 retried, cancellable, and counted against ``config.budget``.
 
 ``judge_after_run`` runs the ``warn`` judges of a finished run (the observer does, in a
-background thread, before the run's trace is spooled: ``observe.judging``); they are recorded,
+background thread, after the run is spooled: ``observe.judging``); they are recorded,
 never raised, and not counted against the budget (the run is over).
 
 Every judge gives a ``JudgeResult``: score, pass/fail, rationale, who scored (``source_type``

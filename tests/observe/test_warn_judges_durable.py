@@ -63,15 +63,26 @@ def slow(outputs):
         handle.write("judging")
     time.sleep(600)
     return True
+
+
+def quick(outputs):
+    return True, "judged at once"
 """
 
 SCRIPT = """\
+import os
 import sys
 import time
 import configurable_agents as ca
 
 result = ca.run_workflow(sys.argv[1], {"topic": "tides"})
 print(result.trace_id, flush=True)  # answered: the trace must survive from here on
+if sys.argv[2] == "quick":  # the judge's verdict is spooled, then the process is killed
+    from configurable_agents.observe.dispatch import OBSERVER
+
+    OBSERVER.judging.flush(60)
+    with open(os.environ["JUDGE_MARKER"], "w") as handle:
+        handle.write("judged")
 time.sleep(600)
 """
 
@@ -91,16 +102,19 @@ def traces(uri: str) -> list[Any]:
     return client.search_traces(locations=[found.experiment_id], max_results=100)
 
 
-def test_a_process_killed_while_a_warn_judge_runs_keeps_its_trace(tmp_path):
+@pytest.mark.parametrize("judge", ["slow", "quick"])
+def test_a_process_killed_while_a_warn_judge_runs_keeps_its_trace(tmp_path, judge):
+    """``slow``: killed while the judge runs (trace kept, no verdict); ``quick``: killed once
+    the verdict is spooled (trace and verdict, each once)."""
     uri = f"sqlite:///{tmp_path / 'killed.db'}"
     (tmp_path / "slow_checks.py").write_text(SLOW)
-    path = write(tmp_path, uri, '  - {name: slow, scorer: "slow_checks:slow"}\n')
+    path = write(tmp_path, uri, f'  - {{name: {judge}, scorer: "slow_checks:{judge}"}}\n')
     marker = tmp_path / "judging.marker"
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     stderr = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(path)],
+        [sys.executable, str(script), str(path), judge],
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
@@ -115,7 +129,7 @@ def test_a_process_killed_while_a_warn_judge_runs_keeps_its_trace(tmp_path):
         trace_id = proc.stdout.readline().strip()
         assert trace_id.startswith("tr-"), (tmp_path / "stderr.txt").read_text()
         deadline = time.monotonic() + 60
-        while not marker.exists():  # the judge has started (and sleeps)
+        while not marker.exists():  # the judge has started (slow) or is spooled (quick)
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
@@ -132,8 +146,14 @@ def test_a_process_killed_while_a_warn_judge_runs_keeps_its_trace(tmp_path):
     found = [t.info.trace_id for t in traces(uri)]
     assert found == [trace_id]  # there, exactly once
     trace = mlflow.MlflowClient(uri).get_trace(trace_id)
-    names = {a.name for a in trace.info.assessments}
-    assert {"cost_usd", "total_tokens"} <= names and "slow" not in names  # never judged
+    names = [a.name for a in trace.info.assessments]
+    assert {"cost_usd", "total_tokens"} <= set(names)
+    if judge == "slow":
+        assert "slow" not in names  # never judged
+    else:
+        assert names.count("quick") == 1
+        (verdict,) = [a for a in trace.info.assessments if a.name == "quick"]
+        assert verdict.value is True and verdict.rationale == "judged at once"
     assert "write" in {s.name for s in trace.data.spans}
 
 

@@ -258,23 +258,6 @@ class Observer:
             else:
                 result.trace_written = True
 
-    def append_assessments(
-        self, compiled: CompiledWorkflow, result: RunResult, sink: SinkRef, data: dict[str, Any]
-    ) -> None:
-        """Spool the warn judges' verdicts of a run (kind ``assessments``) for its MLflow
-        sink; ``flush()`` waits for the record as for the run's."""
-        from .trace.assessments import KIND
-        from .trace.drain import ensure_drained
-        from .trace.spool import FORMAT, SpoolRecord, open_spool
-
-        obs = compiled.workflow.spec.config.observability
-        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
-        spool = open_spool(_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024)
-        record_id = spool.append(SpoolRecord(FORMAT, KIND, data), [sink])
-        with self._lock:
-            self._records.setdefault(spool.path, {})[record_id] = weakref.ref(result)
-        ensure_drained(spool, [spool.sink_id(sink)])
-
     def _probe(self, compiled: CompiledWorkflow, trace: bool | None) -> None:
         """Probe each MLflow store the run will go to once a minute, in a thread, so a store
         that is down is reported by the run that finds it (not only by the drainer)."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..compile.plan import CompiledWorkflow
     from ..run.result import RunResult
     from .dispatch import Observer
+    from .trace.spool import SinkRef
 
 log = logging.getLogger("configurable_agents.observe")
 _lock = threading.Lock()
@@ -119,12 +120,38 @@ def spool_assessments(
             session = Session(engine_for(settings.redact))
             data["feedbacks"] = session.value(data["feedbacks"])
             data["quality"] = session.value(data["quality"])
-        observer.append_assessments(compiled, result, sink, data)
+        append_assessments(observer, compiled, result, sink, data)
 
     if settings.redact_pii and settings.async_logging:
         observer.redactor.submit(build_and_append)  # in order: after the run's own record
     else:
         build_and_append()
+
+
+def append_assessments(
+    observer: Observer,
+    compiled: CompiledWorkflow,
+    result: RunResult,
+    sink: SinkRef,
+    data: dict[str, Any],
+) -> None:
+    """Spool the warn judges' verdicts of a run (kind ``assessments``) for its MLflow sink;
+    ``flush()`` waits for the record as for the run's."""
+    import weakref
+    from pathlib import Path
+
+    from .dispatch import _spool_path
+    from .trace.assessments import KIND
+    from .trace.drain import ensure_drained
+    from .trace.spool import FORMAT, SpoolRecord, open_spool
+
+    obs = compiled.workflow.spec.config.observability
+    base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
+    spool = open_spool(_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024)
+    record_id = spool.append(SpoolRecord(FORMAT, KIND, data), [sink])
+    with observer._lock:
+        observer._records.setdefault(spool.path, {})[record_id] = weakref.ref(result)
+    ensure_drained(spool, [spool.sink_id(sink)])
 
 
 def record_metrics(workflow: str, verdicts: list[Any]) -> None:

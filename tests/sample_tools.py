@@ -49,3 +49,9 @@ def nap(seconds: float = 0.8) -> str:
     """Sleep a little (a tool that outlives its node's timeout)."""
     time.sleep(seconds)
     return "rested"
+
+
+def positive(outputs: dict) -> tuple[bool, str]:
+    """A code scorer (judges: scorer: sample_tools:positive): every number is above 0."""
+    numbers = [v for v in outputs.values() if isinstance(v, int | float)]
+    return all(n > 0 for n in numbers), f"{len(numbers)} number(s) checked"

@@ -16,6 +16,7 @@ The tree, in one place::
         ├── ProviderError          the model provider raised while answering
         ├── BudgetExceededError    a model call would have passed a ``config.budget`` limit
         ├── BudgetUnavailableError ``action: block`` and the spent amount cannot be read
+        ├── QualityGateError       a ``block`` / ``retry`` judge failed a node's output
         └── RunInterruptedError    Ctrl-C or SIGTERM stopped the run (recorded, then re-raised)
 
 Every ``UserError`` carries ``Issue`` records (file, line, message, hint, path) so that callers
@@ -39,6 +40,7 @@ __all__ = [
     "NodeTimeoutError",
     "OutputValidationError",
     "ProviderError",
+    "QualityGateError",
     "RoutingError",
     "RunError",
     "RunInterruptedError",
@@ -183,3 +185,25 @@ class BudgetExceededError(RunError):
 class BudgetUnavailableError(RunError):
     """``action: block``, and what the budget's window has spent cannot be read (the spend
     ledger or the tracking store): no model call is made without knowing it."""
+
+
+class QualityGateError(RunError):
+    """A judge with ``on_fail: block`` (or ``retry``, its retries spent) failed a node's
+    output: ``judge`` names it, ``score`` is what it gave (None: it could not score),
+    ``threshold`` what passing needs, ``rationale`` why."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None,
+        judge: str,
+        score: float | None,
+        threshold: float,
+        rationale: str,
+    ) -> None:
+        self.judge = judge
+        self.score = score
+        self.threshold = threshold
+        self.rationale = rationale
+        super().__init__(message, node=node)

@@ -45,12 +45,34 @@ def rows(db: Path, table: str, order: str) -> list[dict[str, Any]]:
     return found
 
 
+# A node gated by two judges (an LLM judge that asks for a retry, a code scorer), run in
+# the run: their feedback assessments go with the trace.
+JUDGED = (
+    RETRY.replace("flow: {name: retry_demo}", "flow: {name: judged_demo}").replace(
+        "      score: [",
+        '      on_topic: [{score: 1, rationale: "low"}, {score: 5, rationale: "ok"}]\n'
+        "      score: [",
+    )
+    + """\
+judges:
+  - {name: on_topic, node: score, instructions: "Rate {{ outputs }}", on_fail: retry}
+  - {name: positive, node: score, scorer: "sample_tools:positive", on_fail: block}
+"""
+)
+
+
 def test_batched_rows_equal_mlflow_clients_rows(tmp_path, write_workflow):
     records = spooled_records(
-        [EXAMPLES / "review_loop.yaml", write_workflow(RETRY), EXAMPLES / "calculator_tools.yaml"],
-        [{"topic": "bees"}, {"topic": "x"}, {"question": "What is 2 + 3?"}],
+        [
+            EXAMPLES / "review_loop.yaml",
+            write_workflow(RETRY),
+            EXAMPLES / "calculator_tools.yaml",
+            write_workflow(JUDGED, "judged.yaml"),
+        ],
+        [{"topic": "bees"}, {"topic": "x"}, {"question": "What is 2 + 3?"}, {"topic": "y"}],
     )
-    assert len(records) == 3
+    assert len(records) == 4
+    assert len(records[3][1].data["result"].judges) == 3  # on_topic twice (a retry), positive
     stores = {}
     for fast in (True, False):
         db = tmp_path / f"{'fast' if fast else 'client'}.db"
@@ -58,7 +80,7 @@ def test_batched_rows_equal_mlflow_clients_rows(tmp_path, write_workflow):
         sink.open()
         assert sink.fast  # a known revision
         sink.fast = fast
-        assert len(sink.write(records).delivered) == 3
+        assert len(sink.write(records).delivered) == 4
         sink.close()
         stores[fast] = db
     for table, order in (

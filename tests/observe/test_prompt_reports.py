@@ -49,7 +49,7 @@ SCORES = {1: [3, 3, 2, 4, 3, 3, 2, 3, 4, 3, 3, 2], 2: [5, 4, 5, 5, 4, 5, 5, 4, 5
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """12 runs on each of two versions; judge results on every trace: on_topic (1-5, on the
-    node's span, with ``ca.passed`` from a threshold of 4), safe (bool, on the trace)."""
+    node's span, with ``passed`` from a threshold of 4), safe (bool, on the trace)."""
     tmp = tmp_path_factory.mktemp("prompt-reports")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri, registry_uri=uri)
@@ -83,7 +83,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
                     value=score,
                     source=judge,
                     span_id=node.span_id,
-                    metadata={"ca.passed": score >= 4},
+                    metadata={"passed": str(score >= 4).lower()},
                 )
                 mlflow.log_feedback(trace_id=result.trace_id, name="safe", value=True, source=judge)
     finally:

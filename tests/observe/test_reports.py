@@ -489,6 +489,7 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
         "DROP INDEX ca_report_agent_spans",
         "DROP INDEX ca_report_node_models",
         "DROP INDEX ca_report_prompt_spans",
+        "DROP INDEX ca_report_judges",
         "DROP TABLE ca_report_rollup",
     )
     before = [cost_report(uri, breakdown=True), profile_report(uri)]
@@ -499,6 +500,7 @@ def test_report_indexes_are_used_and_change_nothing(store, tmp_path):
         "ca_report_agent_spans",
         "ca_report_node_models",
         "ca_report_prompt_spans",
+        "ca_report_judges",
         "ca_report_rollup",
     ]
     assert ensure_report_indexes(uri) == []

@@ -97,6 +97,6 @@ def test_two_replicas_kill_one(write_workflow: Any, tmp_path: Path, postgres_tra
     assert f"marked 2 run(s) of server replica(s) {replica_a} as failed" in log_b
     assert "Traceback" not in log_b
     migrated = [
-        name for name, log in logs.items() if "migrated from None to 0002" in log.read_text()
+        name for name, log in logs.items() if "migrated from None to 0003" in log.read_text()
     ]
     assert len(migrated) == 1, {n: log.read_text() for n, log in logs.items()}

@@ -114,24 +114,24 @@ def columns(url: str) -> set[str]:
 
 def test_a_fresh_database_is_migrated_to_the_newest_revision(sqlite_url: str, opened) -> None:
     store = opened(sqlite_url)
-    assert migrate.current(store.engine) == migrate.head() == "0002"
-    assert {"owner", "lease_until"} <= columns(sqlite_url)
+    assert migrate.current(store.engine) == migrate.head() == "0003"
+    assert {"owner", "lease_until", "judges"} <= columns(sqlite_url)
     assert saved(store, record("succeeded")) is None
 
 
-@pytest.mark.parametrize("made_by", ["0001 (before leases)", "0002 (create_all)"])
+@pytest.mark.parametrize("made_by", ["0001 (before leases)", "0003 (create_all)"])
 def test_a_database_from_before_migrations_is_stamped_and_upgraded(
     sqlite_url: str, opened, made_by: str
 ) -> None:
     engine = sa.create_engine(sqlite_url)
-    old = record("succeeded", owner="x") if made_by.startswith("0002") else record("succeeded")
+    old = record("succeeded", owner="x") if made_by.startswith("0003") else record("succeeded")
     (LEGACY if made_by.startswith("0001") else metadata).create_all(engine)
     table = (LEGACY if made_by.startswith("0001") else metadata).tables["runs"]
     with engine.begin() as conn:
         conn.execute(table.insert().values(**old))
     engine.dispose()
     store = opened(sqlite_url)
-    assert migrate.current(store.engine) == "0002"
+    assert migrate.current(store.engine) == "0003"
     kept = store.get(old["id"])
     assert kept is not None and kept["inputs"] == {"topic": "t"} and kept["status"] == "succeeded"
 

@@ -206,6 +206,15 @@ def _metrics(base: BatchSummary, cand: BatchSummary) -> list[Metric]:
         Metric("latency p50 (ms)", base.p50_ms, cand.p50_ms, False),
         Metric("latency p95 (ms)", base.p95_ms, cand.p95_ms, False),
     ]
+    for name in sorted(set(base.judges) | set(cand.judges)):  # judges' pass rates
+        metrics.append(
+            Metric(
+                f"judge {name} pass rate",
+                float((base.judges.get(name) or {}).get("pass_rate") or 0.0),
+                float((cand.judges.get(name) or {}).get("pass_rate") or 0.0),
+                True,
+            )
+        )
     for m in metrics:
         if m.name == "success rate":
             differs = base.succeeded != cand.succeeded or base.failed != cand.failed

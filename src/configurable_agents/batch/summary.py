@@ -1,7 +1,8 @@
 """A batch's numbers: the live tally (progress bar, ``--max-cost``) and the summary computed
 from the results file (rows, succeeded, failed by error type, tokens, cost, p50/p95 latency).
 
-Judge pass rates belong here once runs carry judge results (``RunResult`` has none yet).
+With ``judges:``, each row's line carries its verdicts; the summary has each judge's pass
+rate and mean score (``judges``; a retried judge's last verdict on each output counts).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class BatchSummary:
     seconds: float = 0.0  # this invocation
     ran: int = 0  # rows this invocation ran
     mlflow_run_id: str | None = None  # the batch's MLflow run, when it is traced to MLflow
+    # judge name -> {"runs", "passed", "pass_rate", "mean"} over the rows' final verdicts
+    judges: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def pending(self) -> int:
@@ -98,6 +101,7 @@ class BatchSummary:
             "latency_ms": {"p50": round(self.p50_ms, 3), "p95": round(self.p95_ms, 3)},
             "stopped": self.stopped,
             "mlflow_run_id": self.mlflow_run_id,
+            **({"judges": self.judges} if self.judges else {}),
             "this_run": {
                 "rows": self.ran,
                 "seconds": round(self.seconds, 3),
@@ -120,6 +124,10 @@ def summarize(path: Path, rows: int) -> BatchSummary:
                     continue  # a torn last line: repaired on resume
                 add_line(summary, line, durations, errors)
     summary.failed_by_type = dict(errors.most_common())
+    for entry in summary.judges.values():
+        scored = entry.pop("_scored")
+        entry["pass_rate"] = entry["passed"] / entry["runs"] if entry["runs"] else None
+        entry["mean"] = entry.pop("_sum") / scored if scored else None
     ordered = sorted(durations)
     summary.p50_ms = percentile(ordered, 0.5)
     summary.p95_ms = percentile(ordered, 0.95)
@@ -140,3 +148,15 @@ def add_line(
     summary.total_tokens += int(usage.get("total_tokens", 0))
     summary.cost_usd += float(line.get("cost_usd") or 0.0)
     durations.append(float(line.get("duration_ms") or 0.0))
+    final: dict[tuple[str, Any], Mapping[str, Any]] = {}
+    for verdict in line.get("judges") or []:  # later verdicts (retries) replace earlier ones
+        final[(verdict.get("name"), verdict.get("node"))] = verdict
+    for (name, _), verdict in final.items():
+        entry = summary.judges.setdefault(
+            str(name), {"runs": 0, "passed": 0, "_sum": 0.0, "_scored": 0}
+        )
+        entry["runs"] += 1
+        entry["passed"] += 1 if verdict.get("passed") else 0
+        if verdict.get("score") is not None:
+            entry["_sum"] += float(verdict["score"])
+            entry["_scored"] += 1

@@ -148,9 +148,10 @@ def run_row(compiled: CompiledWorkflow, job: RowJob) -> dict[str, Any]:
         return failed_line(job.key, "InputError", _issues(exc), started)
     except Exception as exc:  # noqa: BLE001 - one row's internal error must not end the batch
         return failed_line(job.key, type(exc).__name__, str(exc), started)
+    judged = _wait_for_judges(compiled, result)
     cost = summarize_cost(result, compiled.price_overrides())
     error = result.error
-    return {
+    line = {
         "row": job.key,
         "status": result.status,
         "outputs": result.outputs,
@@ -162,6 +163,31 @@ def run_row(compiled: CompiledWorkflow, job: RowJob) -> dict[str, Any]:
         "usage": result.usage.to_dict(),
         "duration_ms": round(result.duration_ms, 3),
     }
+    if judged:
+        line["judges"] = [
+            {"name": j.name, "node": j.node, "score": j.score, "passed": j.passed}
+            for j in result.judges or []
+        ]
+    return line
+
+
+JUDGE_WAIT_SECONDS = 300.0
+
+
+def _wait_for_judges(compiled: Any, result: Any) -> bool:
+    """Wait for the row's warn judges (they run after the run, in the background) so that
+    its line has every verdict; True when the workflow has judges."""
+    if not compiled.judges:
+        return False
+    if any(not j.spec.in_run for j in compiled.judges):
+        import threading
+
+        from ..observe.judging import when_judged
+
+        done = threading.Event()
+        when_judged(result, lambda _: done.set())
+        done.wait(JUDGE_WAIT_SECONDS)
+    return True
 
 
 def _issues(exc: UserError) -> str:

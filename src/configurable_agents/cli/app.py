@@ -107,6 +107,10 @@ def run(
         finally:
             if progress:
                 progress.stop()
+        if any(not j.spec.in_run for j in compiled.judges):  # warn judges: shown with the run
+            from ..observe.dispatch import OBSERVER, flush_timeout
+
+            OBSERVER.judging.flush(flush_timeout())
         from ..observe import summarize_cost
 
         cost = summarize_cost(result, compiled.price_overrides())
@@ -230,11 +234,13 @@ def _register() -> None:
     from .deploy import deploy_command
     from .observability import observability_app
     from .prompts import prompts_app
+    from .quality import register_quality
     from .report import report_app
     from .report_prompts import prompts as _report_prompts  # noqa: F401 - registers it
     from .retention import retention_app
     from .serve import serve_command
 
+    register_quality(report_app)
     app.add_typer(report_app, name="report")
     app.add_typer(retention_app, name="retention")
     app.add_typer(batch_app, name="batch")

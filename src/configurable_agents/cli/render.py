@@ -108,6 +108,13 @@ def print_result(result: RunResult, cost: CostSummary, out: Console, err: Consol
         f"  [dim]{u.input_tokens} in, {u.output_tokens} out · {len(result.nodes)} node run(s) · "
         f"{_duration(result.duration_ms)}[/dim]"
     )
+    for verdict in result.judges or []:
+        mark = "[green]pass[/green]" if verdict.passed else "[red]fail[/red]"
+        shown = "error" if verdict.score is None else f"{verdict.score:g}"
+        err.print(
+            f"  judge {escape(verdict.name)} on {escape(verdict.node or 'outputs')}: {mark} "
+            f"({shown}, needs {verdict.threshold:g}) [dim]{escape(verdict.rationale[:120])}[/dim]"
+        )
     for model in cost.unpriced:
         err.print(
             f"[yellow]warning:[/yellow] no price is known for model '{escape(model)}'; it is "

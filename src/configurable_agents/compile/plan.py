@@ -28,6 +28,7 @@ from ..tools import resolve_tool
 
 if TYPE_CHECKING:
     from ..pricing import PriceOverrides
+    from .judges import CompiledJudge
 
 
 @dataclass
@@ -46,6 +47,8 @@ class CompiledNode:
     structured_mode: Literal["json_schema", "per_field"] = "json_schema"
     # ``name/version`` of the registry prompt (``prompt_ref``) the template came from
     prompt_version: str | None = None
+    # ``judges:`` with on_fail block / retry on this node, run right after it (run.judges)
+    gates: list[CompiledJudge] = field(default_factory=list)
     _structured: Runnable[Any, Any] | None = field(default=None, repr=False)
     _fields: dict[str, Runnable[Any, Any]] = field(default_factory=dict, repr=False)
 
@@ -106,6 +109,7 @@ class CompiledWorkflow:
     # The LangGraph graph, built by ``run.graph.graph_of`` on the first run (compile/ plans,
     # run/ executes: the graph's nodes are the run-time node functions).
     graph_cache: Any = field(default=None, repr=False, compare=False)
+    judges: list[CompiledJudge] = field(default_factory=list)  # ``judges:``, in file order
     _prices: PriceOverrides | None = field(default=None, repr=False)
 
     @property
@@ -241,6 +245,12 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
     for node in spec.nodes:
         outputs.extend(o for o in node.outputs if o not in outputs)
     compiled = CompiledWorkflow(workflow, nodes, routes, plain, outputs)
+    from .judges import compile_judges
+
+    compiled.judges = compile_judges(workflow, retry)
+    for judge in compiled.judges:
+        if judge.spec.in_run and judge.spec.node in nodes:
+            nodes[judge.spec.node].gates.append(judge)
     compiled.price_overrides()  # a bad price file is the user's to fix before any call
     check_budget(workflow, compiled.price_overrides())
     if spec.config.observability.mlflow.redact_pii:
@@ -297,6 +307,25 @@ def check_budget(workflow: LoadedWorkflow, prices: PriceOverrides) -> None:
                     doc.file,
                     doc.line_of(path) or doc.line_of(("config", "budget")),
                     "set max_tokens under config.llm (or the node's llm:), e.g. max_tokens: 1024",
+                    path,
+                )
+            )
+    for i, judge in enumerate(workflow.spec.judges):  # a judge's calls count too
+        if judge.kind == "code":
+            continue
+        llm = merge_llm(workflow.spec.config.llm, judge.llm)
+        provider = PROVIDERS[llm.provider or "local"]
+        model = llm.model or provider.default_model
+        if price_split(model, provider.name, TokenUsage(1, 1), prices) is None:
+            path = ("judges", i, "llm") if judge.llm is not None else ("config", "budget")
+            issues.append(
+                Issue(
+                    f"config.budget is set, but judge '{judge.name}' uses model '{model}' "
+                    f"(provider {provider.name}), which has no known price, so its calls "
+                    "cannot be counted against the budget",
+                    doc.file,
+                    doc.line_of(path),
+                    PRICE_HINT,
                     path,
                 )
             )

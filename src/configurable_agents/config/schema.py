@@ -484,6 +484,11 @@ class Edge(_Section):
         return self
 
 
+from .judges import Judge  # noqa: E402 - judges.py names LLMConfig, defined above
+
+Judge.model_rebuild(_types_namespace={"LLMConfig": LLMConfig})
+
+
 class Workflow(_Section):
     """A whole workflow file."""
 
@@ -493,6 +498,10 @@ class Workflow(_Section):
     state: State
     nodes: list[Node] = Field(min_length=1)
     edges: list[Edge] = Field(min_length=1)
+    judges: list[Judge] = Field(
+        default_factory=list,
+        description="Quality checks of node outputs or final outputs (LLM, MLflow or code).",
+    )
 
     @field_validator("schema_version", mode="before")
     @classmethod

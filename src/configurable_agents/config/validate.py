@@ -107,9 +107,12 @@ def validate_document(doc: Document) -> LoadedWorkflow:
         _check_valid_sections(col, doc.data)
         raise WorkflowValidationError(_sorted(col.issues)) from None
     state_types = _check_state(col, spec.state)
-    _check_nodes(col, spec.nodes, spec.config.llm, state_types)
+    _check_nodes(col, spec.nodes, spec.config.llm, state_types, [j.name for j in spec.judges])
     _check_edges(col, spec.nodes, spec.edges, state_types)
     from .governance import check_governance
+    from .judges import check_judges
+
+    check_judges(col, spec, state_types)
 
     check_governance(col, spec)
     if col.issues:
@@ -371,7 +374,13 @@ def _check_valid_sections(col: _Collector, data: Any) -> None:
     nodes = [valid(Node, n) for n in raw_nodes] if isinstance(raw_nodes, list) else []
     if not nodes or not all(nodes):
         return
-    _check_nodes(col, nodes, config.llm, state_types)
+    raw_judges = data.get("judges")
+    judges = [
+        str(j.get("name"))
+        for j in (raw_judges if isinstance(raw_judges, list) else [])
+        if isinstance(j, dict)
+    ]
+    _check_nodes(col, nodes, config.llm, state_types, judges)
     edges = [valid(Edge, e) for e in raw_edges] if isinstance(raw_edges, list) else []
     if edges and all(edges):
         _check_edges(col, nodes, edges, state_types)
@@ -444,7 +453,11 @@ def _value_problem(tref: TypeRef, value: Any) -> str | None:
 
 
 def _check_nodes(
-    col: _Collector, nodes: list[Node], base_llm: LLMConfig, state: dict[str, TypeRef]
+    col: _Collector,
+    nodes: list[Node],
+    base_llm: LLMConfig,
+    state: dict[str, TypeRef],
+    judges: Iterable[str] = (),
 ) -> None:
     _check_duplicate_ids(col, [n.id for n in nodes])
     node_ids = {n.id for n in nodes}
@@ -471,12 +484,13 @@ def _check_nodes(
         _check_local_name(col, node, i, llm)
     responses = base_llm.responses or {}
     for node_id, answers in responses.items():
-        if node_id not in node_ids:
+        if node_id not in node_ids | set(judges):
             col.add(
                 ("config", "llm", "responses", node_id),
                 f"config.llm.responses names node '{node_id}', which does not exist",
-                _did_you_mean(node_id, node_ids)
-                or "responses are keyed by node id; nodes are: " + ", ".join(sorted(node_ids)),
+                _did_you_mean(node_id, node_ids | set(judges))
+                or "responses are keyed by node id (or judge name); nodes are: "
+                + ", ".join(sorted(node_ids)),
             )
         for j, answer in enumerate(answers):
             kind = answer.get("__error__")

@@ -44,7 +44,8 @@ def flush(timeout: float | None = None) -> bool:
 
     limit = flush_timeout() if timeout is None else timeout
     deadline = time.monotonic() + limit
-    done = OBSERVER.metrics.flush(limit)
+    done = OBSERVER.judging.flush(limit)  # warn judges first: they spool their verdicts
+    done = OBSERVER.metrics.flush(max(0.0, deadline - time.monotonic())) and done
     done = OBSERVER.redactor.flush(max(0.0, deadline - time.monotonic())) and done
     for path, ids in OBSERVER.spooled().items():
         if not ids:

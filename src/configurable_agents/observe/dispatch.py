@@ -103,6 +103,8 @@ class Observer:
         from .redact import Background
 
         self.redactor = Background()
+        # ``warn`` judges run here, after the run is spooled; their verdicts follow (judging.py)
+        self.judging = Background("configurable-agents-judges")
         # Spooled by this process, per spool: record id -> the result (weakly), so a flush
         # that sees the record written can set ``trace_written``.
         self._records: dict[Path, dict[int, weakref.ref[RunResult]]] = {}
@@ -139,10 +141,17 @@ class Observer:
     ) -> None:
         if started:
             self.metrics.submit(result)
-        try:
+        try:  # spooled at once, with or without warn judges: durable when this returns
             self._spool(compiled, result, trace, dict(tags or {}), context)
         except Exception as exc:  # noqa: BLE001 - observability never fails a run
             warn_once("spool", f"tracing is off for this run: {type(exc).__name__}: {exc}", 60)
+        if any(not j.spec.in_run for j in compiled.judges):
+            from .judging import judge_then_assess, mark_pending
+
+            mark_pending(result)
+            self.judging.submit(
+                lambda: judge_then_assess(self, compiled, result, started, trace, tags)
+            )
 
     # ------------------------------------------------------------------ budgets
 
@@ -346,9 +355,25 @@ def spool_snapshot(result: RunResult) -> RunResult:
         )
         for node in result.nodes
     ]
+    judges = [
+        _copy(
+            verdict,
+            record=_copy(
+                verdict.record,
+                calls=[
+                    _copy(call, messages=chat_messages(call.messages))
+                    for call in verdict.record.calls
+                ],
+            )
+            if verdict.record is not None
+            else None,
+        )
+        for verdict in result.judges or []
+    ]
     return _copy(
         result,
         nodes=nodes,
+        judges=judges or None,
         exception=None,
         cost=None,
         trace_uri=mask_url(result.trace_uri) if result.trace_uri else None,

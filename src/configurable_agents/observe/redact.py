@@ -251,7 +251,8 @@ class Background:
     ``flush()``) the queue is worked off first. A process killed in between loses that trace
     (never leaks it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "configurable-agents-redact") -> None:
+        self.name = name
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -261,9 +262,7 @@ class Background:
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="configurable-agents-redact", daemon=True
-                )
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
                 atexit.register(self.flush, 60.0)
             self._pending += 1

@@ -52,6 +52,19 @@ def check_environment(workflow: LoadedWorkflow) -> None:
             _check_local_model(
                 problems, workflow, llm, ("nodes", i) if node.llm else ("config", "llm")
             )
+    for i, judge in enumerate(spec.judges):  # model judges call a provider too
+        if judge.kind == "code":
+            continue
+        llm = merge_llm(spec.config.llm, judge.llm)
+        own = judge.llm is not None and "provider" in judge.llm.model_fields_set
+        path = ("judges", i, "llm", "provider") if own else ("judges", i, "name")
+        info = PROVIDERS[llm.provider or DEFAULT_PROVIDER]
+        for message, hint in info.missing():
+            problems.add(path, message, hint)
+        if info.name == "local":
+            _check_local_model(
+                problems, workflow, llm, ("judges", i, "llm") if judge.llm else ("config", "llm")
+            )
     if problems.issues:
         raise WorkflowValidationError(sorted(problems.issues, key=lambda i: i.line or 0))
 

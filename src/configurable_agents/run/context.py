@@ -46,6 +46,8 @@ class RunContext:
         self.nodes: list[NodeRun] = []
         self.on_event = on_event
         self.budget: BudgetGuard | None = None  # config.budget, asked before each model call
+        self.inputs: dict[str, Any] = {}  # the run's given inputs ({{ inputs }} of judges)
+        self.judges: list[Any] = []  # run.judges.JudgeResult of the judges run in the run
         self.changed = threading.Condition()
         self.current: NodeRun | None = None
         self.deadline: float | None = None

@@ -81,6 +81,20 @@ def _summarize(result: RunResult, overrides: PriceOverrides | None, write: bool)
             node.cost_usd = float(node_cost)
         by_node[node.node] = by_node.get(node.node, Decimal(0)) + node_cost
         total += node_cost
+    for verdict in getattr(result, "judges", None) or []:  # judges' own calls, apart
+        record = verdict.record
+        if record is None:
+            continue
+        judge_cost = Decimal(0)
+        for call in record.calls:
+            split = charge(call.model or record.model, call.provider or record.provider, call.usage)
+            call.input_cost_usd, call.output_cost_usd = float(split[0]), float(split[1])
+            call.cost_usd = call.input_cost_usd + call.output_cost_usd
+            judge_cost += split[0] + split[1]
+        record.cost_usd = verdict.cost_usd = float(judge_cost)
+        key = f"judge:{verdict.name}"
+        by_node[key] = by_node.get(key, Decimal(0)) + judge_cost
+        total += judge_cost
     summary.total_usd = float(total)
     summary.by_node = {k: float(v) for k, v in by_node.items()}
     for name, value in by_model.items():

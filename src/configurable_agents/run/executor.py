@@ -187,6 +187,7 @@ def run_workflow(
     started = observer.run_started(compiled, trace) if observer is not None else None
     report = _Report(observer, started, trace, tags, trace_context)
     ctx = RunContext(state, on_event)
+    ctx.inputs = given
     ctx.budget = guard_for(compiled, run_id, observer)
     max_steps = compiled.workflow.spec.config.execution.max_steps
     config: dict[str, Any] = {"recursion_limit": max_steps, "configurable": {"ca_run": ctx}}
@@ -258,6 +259,7 @@ def _finish(
         run_id=run_id,
         prices=compiled.price_overrides(),
         budget=ctx.budget.summary() if ctx.budget is not None else None,
+        judges=list(ctx.judges),
     )
     if report.observer is not None:
         report.observer.run_finished(

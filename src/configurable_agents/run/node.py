@@ -44,6 +44,18 @@ def make_node_function(node: CompiledNode) -> Callable[[dict[str, Any], Runnable
         started = time.perf_counter()
         try:
             updates = _execute(node, state, config, ctx, record)
+            if node.gates:  # on_fail block / retry judges of this node
+                from .judges import gate
+
+                updates = gate(
+                    node,
+                    state,
+                    config,
+                    ctx,
+                    record,
+                    updates,
+                    lambda feedback: _execute(node, state, config, ctx, record, feedback),
+                )
         except BaseException as exc:
             record.status = "failed"
             record.error = f"{type(exc).__name__}: {exc}"
@@ -63,10 +75,15 @@ def _execute(
     config: RunnableConfig,
     ctx: RunContext,
     record: NodeRun,
+    feedback: str | None = None,
 ) -> dict[str, Any]:
+    """One attempt at the node's output; ``feedback``: a failed judge's verdict on the last
+    one (``run.judges``), sent after the prompt."""
     prompt = node.template.render(state)
     record.prompt = prompt
     messages: list[BaseMessage] = [HumanMessage(prompt)]
+    if feedback:
+        messages.append(HumanMessage(feedback))
     try:
         if node.tools:
             _tool_loop(node, messages, config, ctx, record)

@@ -66,6 +66,7 @@ class NodeRun:
     model: str = ""
     provider: str = ""
     retries: int = 0
+    quality_retries: int = 0  # reruns after an on_fail: retry judge failed the output
     llm_calls: int = 0
     provider_retries: int = 0  # model calls tried again after a transient provider error
     usage: TokenUsage = field(default_factory=TokenUsage)
@@ -90,6 +91,7 @@ class NodeRun:
             "model": self.model,
             "provider": self.provider,
             "retries": self.retries,
+            "quality_retries": self.quality_retries,
             "provider_retries": self.provider_retries,
             "llm_calls": self.llm_calls,
             "usage": self.usage.to_dict(),
@@ -137,6 +139,10 @@ class RunResult:
     cost: CostSummary | None = field(default=None, repr=False)
     prices: PriceOverrides | None = field(default=None, repr=False)  # the workflow's pricing
     budget: dict[str, Any] | None = None  # config.budget's state (run.budget.BudgetGuard)
+    # ``judges:`` verdicts (run.judges.JudgeResult): block / retry ones when the run returns,
+    # warn ones added after it (``configurable_agents.flush()`` waits for them). None: a
+    # record written before judges existed.
+    judges: list[Any] | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -166,6 +172,7 @@ class RunResult:
             "run_id": self.run_id,
             "trace_id": self.trace_id,
             **({"budget": self.budget} if self.budget else {}),
+            **({"judges": [j.to_dict() for j in self.judges]} if self.judges else {}),
             **({"state": self.state} if detail else {}),
         }
 

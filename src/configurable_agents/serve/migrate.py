@@ -43,6 +43,7 @@ ADVISORY_LOCK_KEY = 0x43415F52554E53  # "CA_RUNS"
 _PROCESS_LOCK = threading.Lock()
 # Columns by revision: how a database made before migrations is stamped.
 _REVISION_COLUMNS = (
+    ("0003", {"judges"}),
     ("0002", {"owner", "lease_until"}),
     (
         "0001",

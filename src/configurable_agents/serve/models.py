@@ -38,6 +38,32 @@ class NodeTiming(BaseModel):
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class JudgeVerdict(BaseModel):
+    """One judge's verdict on one output (``judges:`` in the workflow file)."""
+
+    name: str = Field(description="The judge (the assessment's name on the trace).")
+    node: str | None = Field(description="The node judged; null: the run's final outputs.")
+    visit: int | None
+    kind: Literal["llm", "mlflow", "code"]
+    on_fail: Literal["warn", "block", "retry"]
+    phase: Literal["in_run", "after_run"] = Field(
+        description="in_run: block / retry judges; after_run: warn judges (added later)."
+    )
+    value: float | bool | None
+    score: float | None = Field(description="The value as a number (pass/fail: 1 or 0).")
+    passed: bool | None = Field(description="null: the judge could not score (see error).")
+    threshold: float
+    scale: list[float] | None = Field(description="[lowest, highest]; null for pass/fail.")
+    rationale: str
+    source_type: Literal["LLM_JUDGE", "CODE"]
+    source_id: str
+    attempt: int = Field(description="The node's quality retry the verdict is about.")
+    duration_ms: float
+    error: str | None
+    usage: dict[str, int] | None = Field(description="The judge model's tokens (null: code).")
+    cost_usd: float | None
+
+
 class RunRecord(BaseModel):
     """A run, as ``POST /runs`` (waiting) and ``GET /runs/{id}`` return it."""
 
@@ -59,6 +85,10 @@ class RunRecord(BaseModel):
     usage: dict[str, int] | None = None
     duration_ms: float | None = None
     nodes: list[NodeTiming] = Field(default_factory=list)
+    judges: list[JudgeVerdict] | None = Field(
+        None,
+        description="The judges' verdicts; warn judges' are added shortly after the run ends.",
+    )
     created_at: str = Field(description="ISO 8601, UTC.")
     started_at: str | None = None
     finished_at: str | None = None

@@ -246,7 +246,16 @@ class Runner:
             if record["status"] != "running":
                 return None, False
             record["_finished"] = True  # _stop leaves it alone from now on
+            result = outcome.pop("_result", None)
             self.store.save({**record, **outcome}, on_commit)
+        if result is not None and any(not j.spec.in_run for j in self.compiled.judges):
+            from ..observe.judging import when_judged
+
+            def judged(done: Any) -> None:  # the warn judges' verdicts, off the run's path
+                verdicts = [j.to_dict() for j in done.judges or []]
+                self.store.save({**record, **outcome, "judges": verdicts or None})
+
+            when_judged(result, judged)
         in_time = committed.wait(STORE_TIMEOUT)
         late.set()
         if not in_time and not committed.is_set():
@@ -298,7 +307,9 @@ class Runner:
             "usage": result.usage.to_dict(),
             "duration_ms": round(result.duration_ms, 3),
             "nodes": [node.to_dict() for node in result.nodes],
+            "judges": [j.to_dict() for j in result.judges] if result.judges else None,
             "finished_at": utcnow(),
+            "_result": result,  # not a column: for the warn judges' verdicts (_execute)
         }
 
     def _stop(self, record: Record, reason: str) -> None:

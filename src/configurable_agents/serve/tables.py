@@ -63,6 +63,9 @@ runs = Table(
     # revision 0002: the replica that runs it, and until when its claim holds (in flight only)
     Column("owner", String(64)),
     Column("lease_until", DateTime),
+    # revision 0003: the judges' verdicts (run.judges.JudgeResult.to_dict), warn ones added
+    # once they arrive
+    Column("judges", JSON),
     Index("ix_runs_workflow_created", "workflow", "created_at"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_status_lease", "status", "lease_until"),

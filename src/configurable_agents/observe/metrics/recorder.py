@@ -10,6 +10,7 @@ metric                          type       labels                  what
 ``node_duration_seconds``       histogram  workflow, node          node wall time (per visit)
 ``active_workflows``            gauge      workflow                runs in progress
 ``budget_refusals_total``       counter    workflow, budget        calls refused by a budget
+``judge_score``                 histogram  workflow, judge         judges' scores (bool: 0/1)
 ==============================  =========  ======================  ==========================
 
 Label values are bounded: workflow and node names come from workflow files, models from their
@@ -24,7 +25,7 @@ and ``pushgateway_url``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...exceptions import MissingExtraError
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("configurable_agents.observe")
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+SCORE_BUCKETS = (0, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 7.5, 10)
 NODE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 HELP = {
     "workflow_runs": "Finished workflow runs.",
@@ -45,6 +47,7 @@ HELP = {
     "node_duration_seconds": "Wall time of one node execution.",
     "active_workflows": "Workflow runs in progress.",
     "budget_refusals": "Model calls refused by config.budget (action: block).",
+    "judge_score": "Scores given by the workflow's judges (pass/fail judges: 1 or 0).",
 }
 
 
@@ -82,6 +85,20 @@ class Metrics:
             "budget_refusals", HELP["budget_refusals"], ["workflow", "budget"], registry=r
         )
 
+        self.judge_score = Histogram(
+            "judge_score",
+            HELP["judge_score"],
+            ["workflow", "judge"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+
+    def judged(self, workflow: str, verdicts: list[Any]) -> None:
+        """Record judges' verdicts (those that could score)."""
+        for verdict in verdicts:
+            if verdict.score is not None:
+                self.judge_score.labels(workflow, verdict.name).observe(verdict.score)
+
     def run_started(self, workflow: str) -> None:
         self.active.labels(workflow).inc()
 
@@ -102,6 +119,8 @@ class Metrics:
             self.tokens.labels(model, "input").inc(entry.input_tokens)
             self.tokens.labels(model, "output").inc(entry.output_tokens)
             self.cost.labels(model).inc(entry.cost_usd)
+        # the block / retry verdicts (warn ones are recorded by observe.judging)
+        self.judged(workflow, [j for j in result.judges or [] if j.phase == "in_run"])
 
 
 _metrics: Metrics | None = None

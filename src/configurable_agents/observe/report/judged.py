@@ -6,8 +6,9 @@ overridden), with a value MLflow aggregates (``aggregate_value``: a number, a bo
 feedback (those two names are the writer's: a judge must not use them). Nothing else is
 assumed of the judge: its name is the assessment name; a number is a score (mean,
 spread); a bool is pass/fail (its mean is the pass rate). A numeric score has a pass rate
-only when the assessment's metadata says whether it passed (``"ca.passed": true|false``):
-the store does not know the judge's threshold.
+only when the assessment's metadata says whether it passed (``"passed": "true"|"false"``, as
+our judges write it, see ``observe.trace.judge_spans``): the store does not know the judge's
+threshold.
 
 A judge result belongs to a node when its ``span_id`` is that node's span; to a prompt version
 when its trace is linked to the version (a judge of the final outputs counts for every
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 OUR_FEEDBACK = ("cost_usd", "total_tokens")  # the trace writer's own (mlflow_entities)
+PASSED = "passed"  # the metadata key of a judge's verdict (observe.trace.judge_spans)
 Z95 = 1.96
 
 
@@ -100,10 +102,10 @@ def _round(value: float | None) -> float | None:
 
 
 def passed_of(metadata: Any) -> bool | None:
-    """Whether a judge result's metadata says it passed (``ca.passed``), else None."""
-    if not isinstance(metadata, dict) or "ca.passed" not in metadata:
+    """Whether a judge result's metadata says it passed (``passed``), else None."""
+    if not isinstance(metadata, dict) or PASSED not in metadata:
         return None
-    value = metadata["ca.passed"]
+    value = metadata[PASSED]
     return value is True or str(value).lower() == "true"
 
 
@@ -142,12 +144,12 @@ def sql_conditions(sa: Any, a: Any) -> list[Any]:
 def sql_aggregates(sa: Any, a: Any) -> list[Any]:
     """count, sum, sum of squares, numeric, passed, pass_known (``JudgeStats.merge``)."""
     meta = a.c.assessment_metadata
-    passed = sa.or_(meta.like('%"ca.passed": true%'), meta.like('%"ca.passed": "true"%'))
+    passed = sa.or_(meta.like(f'%"{PASSED}": true%'), meta.like(f'%"{PASSED}": "true"%'))
     return [
         sa.func.count(),
         sa.func.sum(a.c.aggregate_value),
         sa.func.sum(a.c.aggregate_value * a.c.aggregate_value),
         sa.func.sum(sa.case((a.c.is_numeric_value == sa.true(), 1), else_=0)),
         sa.func.sum(sa.case((passed, 1), else_=0)),
-        sa.func.sum(sa.case((meta.like('%"ca.passed"%'), 1), else_=0)),
+        sa.func.sum(sa.case((meta.like(f'%"{PASSED}"%'), 1), else_=0)),
     ]

@@ -286,6 +286,14 @@ NODE_DIM_KEYS = ("node.prompt_version", "node.provider", "node.model")
 SQLITE_NODE_DIMS = tuple(
     f"json_extract(content, '$.attributes.\"{key}\"')" for key in NODE_DIM_KEYS
 )
+# ``report quality``: the judges' feedback assessments (observe.trace.judge_spans), their node
+# and pass flag read from the metadata JSON; the query repeats these verbatim (report.quality)
+# (deterministic functions only: SQLite refuses LIKE in a partial index's WHERE)
+JUDGE_WHERE = (
+    "assessment_type = 'feedback' AND json_extract(assessment_metadata, '$.on_fail') IS NOT NULL"
+)
+SQLITE_JUDGE_NODE = "json_extract(assessment_metadata, '$.node')"
+SQLITE_JUDGE_PASSED = "json_extract(assessment_metadata, '$.passed')"
 REPORT_INDEXES = {
     # name: (table, columns, partial-index condition)
     "ca_report_chat_spans": (
@@ -333,6 +341,19 @@ REPORT_INDEXES = {
         ],
         "assessment_type = 'feedback' AND aggregate_value IS NOT NULL "
         "AND name NOT IN ('cost_usd', 'total_tokens')",
+    ),
+    "ca_report_judges": (
+        "assessments",
+        [
+            "experiment_id",
+            "name",
+            SQLITE_JUDGE_NODE,
+            "trace_timestamp_ms",
+            "aggregate_value",
+            SQLITE_JUDGE_PASSED,
+            "trace_id",
+        ],
+        JUDGE_WHERE,
     ),
 }
 

@@ -178,6 +178,10 @@ def build_artifacts(trace: TraceRecord, level: str) -> dict[str, bytes]:
                 "last_state": result.state,
             }
         )
+    if level in ("standard", "full") and getattr(result, "judges", None):
+        from .judge_spans import quality_assessment
+
+        files["quality_assessment.json"] = _json(quality_assessment(trace))
     if level in ("standard", "full"):
         for i, record in enumerate(result.nodes, 1):
             files[f"nodes/{i:02d}_{record.node}.json"] = _json(

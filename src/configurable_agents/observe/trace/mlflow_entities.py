@@ -280,6 +280,10 @@ def to_mlflow(
             rationale="input + output tokens reported by the providers",
         ),
     ]
+    if getattr(result, "judges", None):
+        from .judge_spans import feedbacks
+
+        assessments.extend(feedbacks(trace, mlflow_id))
     info = TraceInfo(
         trace_id=mlflow_id,
         trace_location=TraceLocation.from_experiment_id(experiment_id),

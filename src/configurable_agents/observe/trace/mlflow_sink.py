@@ -10,8 +10,10 @@ one.
 
 On any other store (an ``mlflow server`` over HTTP, a schema revision we do not know) each
 trace goes through MLflow's ``TracingClient`` (``start_trace`` then ``log_spans``), skipping
-traces the store already has. The first time a writer opens a SQL store it creates the report
-indexes (``observe.report.sql.ensure_report_indexes``).
+traces the store already has. ``assessments`` records (the verdicts of ``warn`` judges, added
+to a trace already written) are written after the batch's runs (``assessments.py``). The
+first time a writer opens a SQL store it creates the report indexes
+(``observe.report.sql.ensure_report_indexes``).
 """
 
 from __future__ import annotations
@@ -176,10 +178,18 @@ class MlflowSink:
     # ------------------------------------------------------------------ writing
 
     def write(self, batch: Sequence[tuple[int, SpoolRecord]]) -> Any:
+        from . import assessments
         from .drain import WriteResult
 
         self.open()
         result = WriteResult()
+        later = [(i, r) for i, r in batch if r.kind == assessments.KIND]
+        self._write_runs([(i, r) for i, r in batch if r.kind != assessments.KIND], result)
+        if later:  # after the runs: their traces are usually in this very batch
+            assessments.write(self, later, result)
+        return result
+
+    def _write_runs(self, batch: Sequence[tuple[int, SpoolRecord]], result: Any) -> None:
         prepared: list[tuple[int, Any, Any, Any, SpoolRecord]] = []
         for record_id, record in batch:
             try:
@@ -189,7 +199,7 @@ class MlflowSink:
                 continue
             prepared.append((record_id, trace, info, spans, record))
         if not prepared:
-            return result
+            return
         jobs = [
             (trace, info, record.data["mlflow"].get("artifact_level", "standard"))
             for _, trace, info, _, record in prepared
@@ -208,7 +218,6 @@ class MlflowSink:
         finally:
             list(pending)
         result.delivered.extend(record_id for record_id, *_ in prepared)
-        return result
 
     def _artifact_pool(self) -> Any:
         if self._pool is None:

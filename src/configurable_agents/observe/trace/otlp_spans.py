@@ -47,6 +47,7 @@ OPENINFERENCE_KINDS = {
     "CHAT_MODEL": "LLM",
     "TOOL": "TOOL",
     "PARSER": "CHAIN",
+    "EVALUATOR": "EVALUATOR",  # a judge's verdict (observe.trace.judge_spans)
 }
 OPERATIONS = {
     "WORKFLOW": "invoke_workflow",

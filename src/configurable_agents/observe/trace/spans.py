@@ -259,6 +259,10 @@ def build_trace(
         )
     for record in result.nodes:
         spans.extend(_node_spans(info, record, root, ids, run_end))
+    if getattr(result, "judges", None):
+        from .judge_spans import judge_spans
+
+        spans.extend(judge_spans(info, result, root, spans[1:], ids, run_end))
     trace_id = int(result.run_id, 16) if result.run_id else ids.trace_id()
     return TraceRecord(
         trace_id=trace_id,

@@ -120,7 +120,9 @@ def test_a_process_killed_while_a_warn_judge_runs_keeps_its_trace(tmp_path, judg
         text=True,
         env={
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(TESTS), str(tmp_path), os.environ["PYTHONPATH"]]),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(TESTS), str(tmp_path), os.environ.get("PYTHONPATH")) if p
+            ),
             "JUDGE_MARKER": str(marker),
         },
     )

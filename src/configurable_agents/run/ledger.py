@@ -19,6 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..wal import enable_wal
+
 if TYPE_CHECKING:
     from ..config.schema import BudgetConfig
 
@@ -136,7 +138,7 @@ class Ledger:
         )
         self._lock = threading.Lock()
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(self._conn)
             self._conn.execute("PRAGMA busy_timeout=60000")
             self._conn.executescript(_SCHEMA)
         self._host = socket.gethostname()

@@ -32,6 +32,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from ..exceptions import Issue, MissingExtraError, UserError
+from ..wal import enable_wal
 
 DEFAULT_DATABASE_FILE = "configurable_agents_runs.db"
 CONNECT_TIMEOUT = 10  # seconds, PostgreSQL: a server that does not answer is an error, not a hang
@@ -158,7 +159,7 @@ def create_store_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA busy_timeout=10000")
             if parsed.database not in (None, "", ":memory:"):
-                cursor.execute("PRAGMA journal_mode=WAL")
+                enable_wal(cursor, 10.0)
                 cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 

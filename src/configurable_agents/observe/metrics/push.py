@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...exceptions import MissingExtraError
+from ...wal import enable_wal
 from .recorder import DURATION_BUCKETS, HELP, NODE_BUCKETS
 
 if TYPE_CHECKING:
@@ -214,7 +215,7 @@ class PushSink:
             try:
                 with contextlib.suppress(OSError):
                     os.chmod(self.path, 0o600)
-                db.execute("PRAGMA journal_mode=WAL")
+                enable_wal(db)
                 db.execute("PRAGMA busy_timeout=30000")
                 db.executescript(_SCHEMA)
             except BaseException:

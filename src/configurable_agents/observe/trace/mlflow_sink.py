@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...exceptions import MissingExtraError
+from ...wal import enable_wal
 from .mlflow_rows import (
     assessment_row,
     insert,
@@ -129,7 +130,7 @@ class MlflowSink:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-                    db.execute("PRAGMA journal_mode=WAL")
+                    enable_wal(db)
             client = MlflowClient(self.uri)
             experiment = client.get_experiment_by_name(self.experiment)
             if experiment is None:

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...wal import enable_wal
+
 log = logging.getLogger("configurable_agents.observe")
 
 SPOOL_ENV = "CONFIGURABLE_AGENTS_SPOOL"
@@ -186,7 +188,7 @@ class Spool:
             )
             with contextlib.suppress(OSError):
                 os.chmod(self.path, 0o600)
-            db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(db)
             sync = "FULL" if os.environ.get(SPOOL_SYNC_ENV, "").lower() == "full" else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
             db.execute("PRAGMA busy_timeout=30000")

@@ -286,3 +286,30 @@ def test_a_batch_on_the_local_model_runs_one_model_per_process(tmp_path: Path) -
     assert summary["succeeded"] == 3 and summary["engine"] == "local"
     lines = results(tmp_path / "results.jsonl")
     assert all(line["outputs"]["article"] for line in lines)
+
+
+def test_a_daily_budget_holds_across_the_rows_and_invocations_of_a_batch(tmp_path: Path) -> None:
+    # each row's worst case (its prompt priced, plus 100 tokens of gemini-2.5-flash output) is
+    # about $0.00026, its real cost about $0.00002: a $0.001 day runs some rows, not all
+    budget = "  budget: {daily_usd: 0.001, action: block}\n"
+    wf = workflow(tmp_path, extra=budget)
+    wf.write_text(
+        wf.read_text().replace("latency_ms: 0}", "latency_ms: 0, max_tokens: 100}"),
+        encoding="utf-8",
+    )
+    d = data(tmp_path, 120)
+    proc = cli("batch", wf, "--data", d, "-c", "4", "--json", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    lines = results(tmp_path / "results.jsonl")
+    ran = [line for line in lines if line["status"] == "succeeded"]
+    refused = [line for line in lines if line["status"] == "failed"]
+    assert ran and refused and len(lines) == 120
+    assert {line["error"]["type"] for line in refused} == {"BudgetExceededError"}
+    assert sum(line["cost_usd"] for line in lines) <= 0.001
+    # the day's spend is in the shared ledger: another batch the same day gets only what is
+    # left (the room that rows in flight held back as their worst cases), the day never more
+    again = cli("batch", wf, "--data", d, "-o", tmp_path / "again.jsonl", "--json", cwd=tmp_path)
+    assert again.returncode == 1
+    second = results(tmp_path / "again.jsonl")
+    assert sum(line["status"] == "succeeded" for line in second) < len(ran)
+    assert sum(line["cost_usd"] for line in lines + second) <= 0.001

@@ -10,7 +10,9 @@ so a batch retried after a crash never duplicates a trace.
 
 Who drains: every process that spools a run makes sure a drainer serves its sinks; when none
 does, it starts a detached one (``python -m configurable_agents.observe.trace.drain``, in its
-own session, outliving the CLI) that exits once nothing is due for ``IDLE_EXIT`` seconds, or
+own session, outliving the CLI) that exits once nothing is due for ``IDLE_EXIT`` seconds
+(one started less than ``RESTARTED`` s after the last one exited keeps its sink locks and
+stays ``LINGER`` s: a trickle of runs then pays for one drainer, not one per run), or
 when its sinks have failed for ``GIVE_UP`` seconds (the next process or ``observability
 flush`` takes over). ``observability flush`` drains in-process, ignoring backoff.
 """
@@ -43,6 +45,13 @@ BATCH = 500
 MAX_BACKOFF = 120.0
 MAX_ATTEMPTS = 8  # for a record the sink rejects (not for a sink that is down)
 IDLE_EXIT = 3.0
+# A detached drainer started within RESTARTED seconds of the last one's exit on the same spool
+# keeps its sink locks and waits LINGER seconds for work once idle: runs are coming in a
+# trickle (a batch on a slow model, a quiet server), and each new drainer would import MLflow
+# again (about 4 s of CPU here); holding the locks tells the next run one is serving.
+RESTARTED = 60.0
+LINGER = 30.0
+EXITED_AT = "drainer_exited_at"  # spool counter: when a detached drainer last exited (epoch s)
 GIVE_UP = 300.0
 WARN_EVERY = 60.0
 
@@ -142,6 +151,7 @@ class Drainer:
         self._sinks: dict[int, Sink] = {}
         self._warned: dict[int, float] = {}
         self.warn = False  # log a warning (once per sink per minute) when a sink fails
+        self.hold = False  # keep sink locks while idle (a lingering detached drainer)
         self.last_success = time.monotonic()
 
     def target(self, state: SinkState) -> dict[str, Any] | None:
@@ -161,7 +171,8 @@ class Drainer:
         for state in self.spool.sinks():
             due = state.pending if ignore_backoff else state.due
             if not due:
-                self._release(state.id)
+                if not self.hold:
+                    self._release(state.id)
                 continue
             if state.id not in self._locks:
                 if self.target(state) is None:
@@ -316,7 +327,8 @@ class Drainer:
                     if time.monotonic() - self.last_success > give_up:
                         return
                     continue
-                self.release_all()
+                if not self.hold:
+                    self.release_all()
                 if self.servable():
                     continue
                 now = time.monotonic()
@@ -327,6 +339,8 @@ class Drainer:
                 time.sleep(0.05 if now - idle_since < 1 else 0.25)
         finally:
             self.close()
+            with contextlib.suppress(Exception):  # a hint for the next drainer, nothing more
+                self.spool.set_counter(EXITED_AT, int(time.time()))
 
     def _waiting_for_backoff(self) -> bool:
         return any(s.pending > s.due and self.target(s) is not None for s in self.spool.sinks())
@@ -418,6 +432,16 @@ def ensure_drained(spool: Spool, sinks: Sequence[int]) -> None:
         _children.add(pid)
 
 
+def linger_for(spool: Spool, idle_exit: float) -> float:
+    """How long a new detached drainer waits for work once idle: ``idle_exit``, or ``LINGER``
+    when the last one on this spool exited less than ``RESTARTED`` seconds ago."""
+    try:
+        exited = spool.counter(EXITED_AT)
+    except Exception:  # noqa: BLE001 - no hint: the default
+        return idle_exit
+    return max(idle_exit, LINGER) if exited and time.time() - exited < RESTARTED else idle_exit
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="configurable_agents.observe.trace.drain")
     parser.add_argument("--spool", required=True)
@@ -433,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     CREDENTIALS.merge_env()
     tune_gc()
     drainer = Drainer(open_spool(Path(args.spool)))
-    drainer.run_detached(idle_exit=args.idle_exit)
+    idle_exit = linger_for(drainer.spool, args.idle_exit)
+    drainer.hold = idle_exit > args.idle_exit
+    drainer.run_detached(idle_exit=idle_exit)
     return 0
 
 

@@ -358,6 +358,15 @@ class Spool:
                 (error[:2000], time.time(), sink),
             )
 
+    def set_counter(self, name: str, value: int) -> None:
+        """Store ``value`` under ``name`` in the counters table (``counter`` reads it)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (name, int(value)),
+            )
+
     def note_error(self, sink: int, error: str) -> None:
         with self._tx() as db:
             db.execute(

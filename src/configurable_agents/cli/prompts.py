@@ -56,13 +56,13 @@ def push_command(
     with guard(False, as_json):
         loaded = load_workflow(workflow)
         uri, pushed = push(loaded, tracking_uri)
-        from ..prompts.registry import _mask
+        from ..urls import mask_url
 
         if as_json:
             print(
                 json.dumps(
                     {
-                        "tracking_uri": _mask(uri),
+                        "tracking_uri": mask_url(uri),
                         "prompts": [
                             {
                                 "node": p.node,
@@ -83,7 +83,7 @@ def push_command(
             return
         new = sum(p.registered for p in pushed)
         out.print(
-            f"{escape(_mask(uri))}: {new} new version(s), {len(pushed) - new} unchanged; "
+            f"{escape(mask_url(uri))}: {new} new version(s), {len(pushed) - new} unchanged; "
             "use in the nodes:"
         )
         for p in pushed:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..config.template import parse_template
 from ..exceptions import InputError, Issue
-from .registry import absolute_uri, client_for, to_registry_template
+from ..urls import resolve_tracking_uri
+from .registry import client_for, to_registry_template
 
 if TYPE_CHECKING:
     from ..config.validate import LoadedWorkflow
@@ -82,7 +83,8 @@ def _failed(uri: str, exc: Exception) -> InputError:
 def push(workflow: LoadedWorkflow, tracking_uri: str | None = None) -> tuple[str, list[Pushed]]:
     """Register every inline node prompt that differs from its latest registered version;
     ``(store, what was done per node)``."""
-    uri = absolute_uri(tracking_uri or workflow.spec.config.observability.mlflow.tracking_uri)
+    configured = workflow.spec.config.observability.mlflow.tracking_uri
+    uri = resolve_tracking_uri(tracking_uri or configured)
     client = _client(uri, create=True)
     out: list[Pushed] = []
     try:
@@ -120,7 +122,7 @@ def push(workflow: LoadedWorkflow, tracking_uri: str | None = None) -> tuple[str
 
 def list_prompts(uri: str, names: list[str] | None = None) -> list[Listed]:
     """The registered prompts (all, or those ``names``), with their versions and aliases."""
-    client = _client(absolute_uri(uri), create=False)
+    client = _client(resolve_tracking_uri(uri), create=False)
     try:
         if names is None:
             found, token = [], None

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config.template import Template, TemplateProblem
 from ..exceptions import Issue, UserError, WorkflowValidationError
+from ..urls import mask_url, resolve_tracking_uri, scrub, url_secrets
 
 if TYPE_CHECKING:
     from ..config.schema import PromptRef
@@ -76,18 +77,8 @@ class ResolvedPrompt:
 
 def registry_uri(workflow: LoadedWorkflow) -> str:
     """The store whose registry ``prompt_ref`` reads: ``observability.mlflow.tracking_uri``,
-    a relative SQLite path taken from the current folder (as the trace writer resolves it:
-    ``observe.trace.targets.resolve_tracking_uri``, which this layer cannot import)."""
-    uri = workflow.spec.config.observability.mlflow.tracking_uri
-    return absolute_uri(uri)
-
-
-def absolute_uri(uri: str) -> str:
-    if uri.startswith("sqlite:///") and not uri.startswith(("sqlite:////", "sqlite:///file:")):
-        path = uri.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            return "sqlite:///" + str((Path.cwd() / path).resolve())
-    return uri
+    a relative SQLite path taken from the current folder, as the trace writer takes it."""
+    return resolve_tracking_uri(workflow.spec.config.observability.mlflow.tracking_uri)
 
 
 # --------------------------------------------------------------------------- templates
@@ -197,7 +188,8 @@ def load_prompt(uri: str, ref: PromptRef) -> LoadedPrompt:
         found = client.load_prompt(ref.uri, allow_missing=True)
     except Exception as exc:  # noqa: BLE001 - the store's failure, told to the user
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RegistryUnavailable(f"the registry cannot be read: {_scrub(text, uri)}") from None
+        text = scrub(text, url_secrets(uri))
+        raise RegistryUnavailable(f"the registry cannot be read: {text}") from None
     if found is None:
         what = f"alias '{ref.alias}'" if ref.alias else f"version {ref.version}"
         raise RegistryUnavailable(f"prompt '{ref.name}' has no {what} in the registry")
@@ -209,20 +201,6 @@ def load_prompt(uri: str, ref: PromptRef) -> LoadedPrompt:
     with _lock:
         _cache[key] = (loaded, now)
     return loaded
-
-
-def _scrub(text: str, uri: str) -> str:
-    from urllib.parse import urlsplit
-
-    try:
-        password = urlsplit(uri).password
-    except ValueError:
-        password = None
-    return text.replace(password, "***") if password else text
-
-
-def _mask(uri: str) -> str:
-    return _scrub(uri, uri)
 
 
 # --------------------------------------------------------------------------- resolving
@@ -254,7 +232,7 @@ def resolve_prompts(workflow: LoadedWorkflow) -> dict[str, ResolvedPrompt]:
             if node.prompt is None:
                 missing.append(
                     Issue(
-                        f"node '{node.id}': cannot load {ref.uri} from {_mask(uri)}: {reason}",
+                        f"node '{node.id}': cannot load {ref.uri} from {mask_url(uri)}: {reason}",
                         doc.file,
                         line,
                         "register it (configurable-agents prompts push, or "

@@ -14,65 +14,20 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...urls import MASK as MASK  # re-exported: the trace pipeline's callers import them here
+from ...urls import mask_url as mask_url
+from ...urls import resolve_tracking_uri as resolve_tracking_uri
+from ...urls import scrub as scrub
+from ...urls import url_secrets as url_secrets
 from .spool import SinkRef
 
-MASK = "***"
 CREDENTIALS_ENV = "CONFIGURABLE_AGENTS_DRAIN_CREDENTIALS"
-_SECRET_QUERY = re.compile(
-    r"(?i)((?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)=)[^&;\s]+"
-)
-
-
-@functools.lru_cache(maxsize=256)
-def mask_url(url: str) -> str:
-    """``url`` with a password (and ``password=``/``token=`` query values) masked."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return _SECRET_QUERY.sub(rf"\g<1>{MASK}", url)
-    if password:
-        userinfo, _, host = parts.netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        url = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
-    return _SECRET_QUERY.sub(rf"\g<1>{MASK}", url)
-
-
-def url_secrets(url: str) -> list[str]:
-    """The secret parts of ``url`` (to scrub from error text)."""
-    found: list[str] = []
-    try:
-        password = urllib.parse.urlsplit(url).password
-    except ValueError:
-        password = None
-    if password:
-        found += [password, urllib.parse.unquote(password)]
-    found += [m.group(0).split("=", 1)[1] for m in _SECRET_QUERY.finditer(url)]
-    return [s for s in found if len(s) >= 3]
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every known secret replaced by ``***`` (and URLs masked)."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return re.sub(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", lambda m: mask_url(m.group(0)), text)
-
-
-def resolve_tracking_uri(uri: str, base: Path | None = None) -> str:
-    """``sqlite:///relative.db`` as an absolute path (relative to ``base`` or the current
-    folder), so the trace lands where the CLI says."""
-    if uri.startswith("sqlite:///") and not uri.startswith(("sqlite:////", "sqlite:///file:")):
-        path = uri.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            return "sqlite:///" + str(((base or Path.cwd()) / path).resolve())
-    return uri
 
 
 def sqlite_path(uri: str) -> Path | None:

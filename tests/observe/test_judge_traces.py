@@ -81,14 +81,20 @@ def check_assessments(uri: str, trace_id: str) -> Any:
     assert found["safe"].span_id == on_topic.span_id  # a warn judge of the same node
     root = spans[found["final_ok"].span_id]
     assert root.parent_id is None
-    # warn judges (safe, final_ok) run after the run was spooled: their verdicts are added
-    # to the written trace as assessments; only the in-run judge has spans and node quality
-    assert "node.quality_score" not in root.attributes
-    assert "judge.safe.score" not in write.attributes
+    # warn judges (safe, final_ok) run after the run was spooled, while its record is held;
+    # the judged run takes the record's place: one trace with every judge's span and score
+    assert root.attributes["node.quality_score"] == 0.5  # final_ok: 3 of [1, 5]
+    assert root.attributes["node.quality_passed"] is False
+    assert write.attributes["judge.safe.score"] == 1
     judges = [s for s in trace.data.spans if s.span_type == "EVALUATOR"]
-    assert sorted(s.name for s in judges) == ["judge on_topic", "judge on_topic"]
+    assert sorted(s.name for s in judges) == [
+        "judge final_ok",
+        "judge on_topic",
+        "judge on_topic",
+        "judge safe",
+    ]
     chats = [s for s in trace.data.spans if s.parent_id in {j.span_id for j in judges}]
-    assert len(chats) == 2 and all(s.span_type == "CHAT_MODEL" for s in chats)
+    assert len(chats) == 4 and all(s.span_type == "CHAT_MODEL" for s in chats)
     ids = [a.assessment_id for a in trace.info.assessments]
     assert len(ids) == len(set(ids)) == 5
     return trace

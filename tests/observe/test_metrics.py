@@ -433,6 +433,36 @@ def test_a_batch_written_twice_is_counted_once(stack, tmp_path):
     assert count.value == 4  # two reviews per run
 
 
+def test_the_pushgateway_gets_the_judges_scores(stack, tmp_path):
+    """``judge_score`` by workflow and judge, from in-run and ``warn`` judges alike."""
+    from configurable_agents.observe.metrics.push import PushSink
+
+    results = []
+    for score in (2, 5):  # the same workflow, judged 2 then 5
+        path = tmp_path / f"judged{score}.yaml"
+        text = MINIMAL.replace("flow: {name: demo}", "flow: {name: judged_push}")
+        text += "judges:\n"
+        text += '  - {name: final_ok, instructions: "Rate {{ outputs }} 1-5.", threshold: 4}\n'
+        config = f"  llm:\n    provider: test\n    responses: {{final_ok: [{{score: {score}}}]}}\n"
+        path.write_text(text.replace("  llm: {provider: test}\n", config))
+        results.append(ca.run_workflow(path, {"topic": "x"}))
+    assert ca.flush(60)
+    assert [j.score for r in results for j in r.judges] == [2, 5]
+    sink = PushSink(stack.gateway, state_path=tmp_path / "totals.db")
+    try:
+        group = sink.group()
+        batch = [(i, SpoolRecord(FORMAT, "run", {"result": r})) for i, r in enumerate(results)]
+        assert sink.write(batch).delivered == [0, 1]
+    finally:
+        sink.close()
+    labels = {"workflow": "judged_push", "judge": "final_ok", **group}
+    (count,) = gateway_samples(stack.gateway, "judge_score_count", **labels)
+    (total,) = gateway_samples(stack.gateway, "judge_score_sum", **labels)
+    buckets = gateway_samples(stack.gateway, "judge_score_bucket", **labels)
+    (low,) = [b for b in buckets if float(b.labels["le"]) == 2.0]
+    assert (count.value, total.value, low.value) == (2, 7, 1)
+
+
 def test_cli_runs_push_cumulative_metrics(stack, write_workflow):
     """Two CLI runs (their detached drainers push): one group for the machine's spool, and
     the counter is 2, not 1."""

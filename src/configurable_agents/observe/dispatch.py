@@ -141,11 +141,17 @@ class Observer:
     ) -> None:
         if started:
             self.metrics.submit(result)
+        judged_after = any(not j.spec.in_run for j in compiled.judges)
+        hold = 0.0
+        if judged_after and compiled.workflow.spec.config.observability.mlflow.async_logging:
+            from .judging import JUDGE_HOLD
+
+            hold = JUDGE_HOLD  # the record waits for the verdicts (judging.replace_record)
         try:  # spooled at once, with or without warn judges: durable when this returns
-            self._spool(compiled, result, trace, dict(tags or {}), context)
+            self._spool(compiled, result, trace, dict(tags or {}), context, hold)
         except Exception as exc:  # noqa: BLE001 - observability never fails a run
             warn_once("spool", f"tracing is off for this run: {type(exc).__name__}: {exc}", 60)
-        if any(not j.spec.in_run for j in compiled.judges):
+        if judged_after:
             from .judging import judge_then_assess, mark_pending
 
             mark_pending(result)
@@ -183,6 +189,7 @@ class Observer:
         trace: bool | None,
         tags: dict[str, str],
         context: Mapping[str, str] | None,
+        hold: float = 0.0,
     ) -> None:
         from .trace.spans import WorkflowInfo
 
@@ -222,26 +229,33 @@ class Observer:
                 session = Session(engine_for(redact))  # built once per configuration
                 data["result"] = session.value(data["result"])
                 data["tags"] = session.value(data["tags"])
-                self._append(compiled, result, plan, data)
+                self._append(compiled, result, plan, data, hold)
 
             if obs.mlflow.async_logging or plan.mlflow is None:
                 self.redactor.submit(redact_and_append)
             else:
                 redact_and_append()
             return
-        self._append(compiled, result, plan, data)
+        self._append(compiled, result, plan, data, hold)
 
     def _append(
-        self, compiled: CompiledWorkflow, result: RunResult, plan: SinkPlan, data: dict[str, Any]
+        self,
+        compiled: CompiledWorkflow,
+        result: RunResult,
+        plan: SinkPlan,
+        data: dict[str, Any],
+        hold: float = 0.0,
     ) -> None:
         from .trace.spool import FORMAT, SpoolRecord, open_spool
 
         obs = compiled.workflow.spec.config.observability
         base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
         spool = open_spool(_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024)
-        record_id = spool.append(SpoolRecord(FORMAT, "run", data), plan.sinks)
+        record_id = spool.append(SpoolRecord(FORMAT, "run", data), plan.sinks, hold)
         with self._lock:
             self._records.setdefault(spool.path, {})[record_id] = weakref.ref(result)
+        if hold:  # for the warn judges' thread, which puts the judged run in its place
+            result.__dict__["_ca_spooled"] = (spool, record_id, data, plan.sinks)
         sink_ids = [spool.sink_id(s) for s in plan.sinks]
         from .trace.drain import ensure_drained
 
@@ -329,6 +343,13 @@ class Observer:
     def spooled(self) -> dict[Path, list[int]]:
         with self._lock:
             return {path: list(ids) for path, ids in self._records.items()}
+
+    def replaced(self, path: Path, old: int, new: int | None, result: RunResult) -> None:
+        """Record ``new`` took the place of ``old`` (for some of its sinks, or all)."""
+        with self._lock:
+            records = self._records.setdefault(path, {})
+            if new is not None:
+                records[new] = weakref.ref(result)
 
     def written(self, path: Path, ids: list[int]) -> None:
         """These records reached every sink: mark their results and forget them."""

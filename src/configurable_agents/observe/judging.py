@@ -1,18 +1,26 @@
 """``warn`` judges: run after the run, off the caller's path, once its trace is spooled.
 
 ``Observer.run_finished`` spools every run at once (durable when ``run_workflow`` returns,
-judges or not), then hands a run whose workflow has ``warn`` judges to a background thread
-(``Observer.judging``, one per process, worked in order). The thread runs the judges
+judges or not). The record of a run whose workflow has ``warn`` judges is spooled with a
+*hold* (``JUDGE_HOLD`` seconds in which no drainer takes it) and the run goes to a background
+thread (``Observer.judging``, one per process, worked in order). The thread runs the judges
 (``run.judges.judge_after_run``: their model calls go through the same provider layer,
 recorded on their own ``NodeRun``), adds the verdicts to ``result.judges``, records their
 ``judge_score`` metrics, calls ``when_judged`` callbacks (the server's run record), and then
-appends a small ``assessments`` record for the run's MLflow sink (``trace.assessments``):
-the verdicts become feedback assessments on the trace already written, with the complete
-``quality_assessment.json``. OTLP and Pushgateway get nothing more.
+puts the judged run in the place of the held record (``Spool.replace``, one transaction), so
+every sink gets one complete trace: the ``judge`` spans with their tokens and cost in the
+trace's totals, ``node.quality_score`` on the judged span, the feedback assessments, OTLP's
+spans and the Pushgateway's ``judge_score``.
+
+When the held record is no longer there to replace for the MLflow sink (a drainer took it:
+the hold ran out behind a long queue of judges, or another process ran ``flush``), the
+verdicts follow as a small ``assessments`` record instead (``trace.assessments``): feedback
+assessments and ``quality_assessment.json`` on the trace already written (without judge spans).
+A run whose judges give no verdict only has its hold lifted.
 
 ``configurable_agents.flush()`` (and the exit handler, and the CLI) waits for this thread
-first, bounded by the flush timeout. A process killed while its judges run keeps its traces
-(they are spooled); it loses only those judges' verdicts.
+first, bounded by the flush timeout. A process killed while its judges run keeps its traces:
+they are written when the hold runs out, without those judges' verdicts.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("configurable_agents.observe")
 _lock = threading.Lock()
+JUDGE_HOLD = 120.0  # seconds a judged run's record waits in the spool for its verdicts
 
 
 def mark_pending(result: RunResult) -> None:
@@ -76,12 +85,54 @@ def judge_then_assess(
             callback(result)
         except Exception as exc:  # noqa: BLE001 - e.g. the server's run record
             log.warning("after the judges: %s: %s", type(exc).__name__, exc)
-    if not verdicts:
-        return
-    try:
+
+    def trace_verdicts() -> None:
+        entry = result.__dict__.pop("_ca_spooled", None)
+        try:
+            if entry is not None:
+                replace_record(observer, compiled, result, entry, verdicts, trace, tags)
+            elif verdicts:
+                spool_assessments(observer, compiled, result, verdicts, trace, tags)
+        except Exception as exc:  # noqa: BLE001 - observability never fails a run
+            warn_once("assess", f"judges' verdicts not traced: {type(exc).__name__}: {exc}", 60)
+
+    settings = compiled.workflow.spec.config.observability.mlflow
+    if settings.redact_pii and settings.async_logging:
+        observer.redactor.submit(trace_verdicts)  # in order: after the run's own record
+    else:
+        trace_verdicts()
+
+
+def replace_record(
+    observer: Observer,
+    compiled: CompiledWorkflow,
+    result: RunResult,
+    entry: tuple[Any, int, dict[str, Any], list[SinkRef]],
+    verdicts: list[Any],
+    trace: bool | None,
+    tags: Mapping[str, str] | None,
+) -> None:
+    """Put the judged run in the place of its held spool record (see the module doc)."""
+    from .dispatch import spool_snapshot
+    from .trace.drain import ensure_drained
+    from .trace.spool import FORMAT, SpoolRecord
+
+    spool, old_id, data, sinks = entry
+    record: SpoolRecord | None = None
+    if verdicts:
+        snapshot = spool_snapshot(result)
+        settings = compiled.workflow.spec.config.observability.mlflow
+        if settings.redact_pii:
+            from .redact import Session, engine_for
+
+            snapshot = Session(engine_for(settings.redact)).value(snapshot)
+        record = SpoolRecord(FORMAT, "run", {**data, "result": snapshot})
+    new_id, others = spool.replace(old_id, record, sinks)
+    observer.replaced(spool.path, old_id, new_id, result)
+    if new_id is not None:
+        ensure_drained(spool, [spool.sink_id(s) for s in sinks if s not in others])
+    if verdicts and any(s.kind == "mlflow" for s in others):
         spool_assessments(observer, compiled, result, verdicts, trace, tags)
-    except Exception as exc:  # noqa: BLE001 - observability never fails a run
-        warn_once("assess", f"judges' verdicts not traced: {type(exc).__name__}: {exc}", 60)
 
 
 def spool_assessments(
@@ -122,10 +173,7 @@ def spool_assessments(
             data["quality"] = session.value(data["quality"])
         append_assessments(observer, compiled, result, sink, data)
 
-    if settings.redact_pii and settings.async_logging:
-        observer.redactor.submit(build_and_append)  # in order: after the run's own record
-    else:
-        build_and_append()
+    build_and_append()  # (on the redactor's thread when the run's record is redacted there)
 
 
 def append_assessments(

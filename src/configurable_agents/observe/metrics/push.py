@@ -5,11 +5,11 @@ A CLI run (or a run through the Python API) with ``observability.prometheus.enab
 ``PushSink.write``, which
 
 1. adds each run's increments (``workflow_runs_total`` by workflow and status, tokens and cost
-   by model, the bucket counts, sum and count of ``workflow_duration_seconds`` and
-   ``node_duration_seconds``) to running totals kept in the spool file, and marks the record
-   applied, in one SQLite transaction: a record is counted once, however often its batch is
-   retried (a push that fails, a crash between applying and pushing, a drainer killed after
-   the push but before the spool forgot the record);
+   by model, the bucket counts, sum and count of ``workflow_duration_seconds``,
+   ``node_duration_seconds`` and ``judge_score``) to running totals kept in the spool file,
+   and marks the record applied, in one SQLite transaction: a record is counted once, however
+   often its batch is retried (a push that fails, a crash between applying and pushing, a
+   drainer killed after the push but before the spool forgot the record);
 2. PUTs the whole cumulative state of those totals to the Pushgateway, as job
    ``configurable_agents`` in the group ``instance=<host>``, ``spool=<id>``;
 3. reports the batch delivered only once the Pushgateway accepted it (failed otherwise: the
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...exceptions import MissingExtraError
 from ...wal import enable_wal
-from .recorder import DURATION_BUCKETS, HELP, NODE_BUCKETS
+from .recorder import DURATION_BUCKETS, HELP, NODE_BUCKETS, SCORE_BUCKETS
 
 if TYPE_CHECKING:
     from ...run.result import RunResult
@@ -63,6 +63,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     "budget_refusals": ("counter", ("workflow", "budget"), ()),
     "workflow_duration_seconds": ("histogram", ("workflow",), DURATION_BUCKETS),
     "node_duration_seconds": ("histogram", ("workflow", "node"), NODE_BUCKETS),
+    "judge_score": ("histogram", ("workflow", "judge"), SCORE_BUCKETS),
 }
 
 _SCHEMA = """
@@ -110,6 +111,9 @@ def increments(result: RunResult) -> list[Row]:
         rows += _observe("node_duration_seconds", (workflow, node.node), node.duration_ms / 1000)
     if result.budget and result.budget.get("refused"):
         rows.append(("budget_refusals", _labels(workflow, str(result.budget["refused"])), "", 1.0))
+    for verdict in result.judges or []:  # in-run judges, and warn ones (judging.py)
+        if verdict.score is not None:
+            rows += _observe("judge_score", (workflow, verdict.name), float(verdict.score))
     for model, entry in peek_cost(result).by_model.items():
         rows.append(("llm_tokens", _labels(model, "input"), "", float(entry.input_tokens)))
         rows.append(("llm_tokens", _labels(model, "output"), "", float(entry.output_tokens)))
@@ -121,11 +125,11 @@ def _labels(*values: str) -> str:
     return json.dumps(list(values))
 
 
-def _observe(metric: str, labels: tuple[str, ...], seconds: float) -> list[Row]:
+def _observe(metric: str, labels: tuple[str, ...], value: float) -> list[Row]:
     buckets = FAMILIES[metric][2]
-    bound = next((_go(b) for b in buckets if seconds <= b), "+Inf")
+    bound = next((_go(b) for b in buckets if value <= b), "+Inf")
     key = _labels(*labels)
-    return [(metric, key, bound, 1.0), (metric, key, SUM, seconds)]
+    return [(metric, key, bound, 1.0), (metric, key, SUM, value)]
 
 
 class Totals:

@@ -2,11 +2,13 @@
 written.
 
 A run with ``warn`` judges is spooled at once, as any run (durable when ``run_workflow``
-returns); its warn judges run afterwards in a background thread (``observe.judging``), and
-their verdicts are appended as a second, small record of kind ``assessments`` for the MLflow
-sink only: the trace id, the run id, the verdicts as ``Feedback`` fields (the judged node's
-span id worked out from the run's span tree, whose ids derive from the run id) and the
-complete ``quality_assessment.json``.
+returns), with a hold; its warn judges run afterwards in a background thread
+(``observe.judging``), which normally puts the judged run in the held record's place. When a
+drainer took the record first (the hold ran out, or a ``flush`` from another process), or
+with ``async_logging: false`` (no hold), the verdicts are appended as a second, small record
+of kind ``assessments`` for the MLflow sink only: the trace id, the run id, the verdicts as
+``Feedback`` fields (the judged node's span id worked out from the run's span tree, whose ids
+derive from the run id) and the complete ``quality_assessment.json``.
 
 The MLflow sink writes them as feedback assessments on the existing trace: bulk
 ``assessments`` rows on a known SQL schema (the rows ``mlflow.log_feedback`` writes), MLflow's
@@ -14,9 +16,8 @@ client elsewhere (``mlflow server``). Assessment ids derive from the run id and 
 (name, node, visit), and ids the store has are skipped, so a record retried after a crash
 never duplicates one. A trace not in the store yet is "failed, retry later" (it normally is:
 the run record is older, same sink, drained first); after ``ORPHAN_AFTER`` seconds without it
-the record is rejected (and set aside after the drainer's attempts). The judge spans of warn
-judges and ``node.quality_score`` on the judged span are not added (spans already written are
-not rewritten): those come with ``block``/``retry`` judges, which run inside the run.
+the record is rejected (and set aside after the drainer's attempts). This path adds no judge
+spans and no ``node.quality_score`` (spans already written are not rewritten).
 """
 
 from __future__ import annotations

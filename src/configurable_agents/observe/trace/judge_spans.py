@@ -168,8 +168,15 @@ def to_feedback(fields: dict[str, Any], mlflow_id: str, assessment_id: str | Non
 
 
 def feedbacks(trace: TraceRecord, mlflow_id: str) -> list[Any]:
-    """The judges' final verdicts as MLflow ``Feedback`` assessments."""
-    return [to_feedback(fields, mlflow_id) for fields in feedback_fields(trace)]
+    """The judges' final verdicts as MLflow ``Feedback`` assessments, with the ids an
+    ``assessments`` record of the same verdicts would give them (never both on one trace)."""
+    from .assessments import assessment_id
+
+    run_id = trace.result.run_id
+    return [
+        to_feedback(f, mlflow_id, assessment_id(run_id, f["name"], f["node"], f["visit"]))
+        for f in feedback_fields(trace)
+    ]
 
 
 def _normalized(value: float, scale: Any) -> float:

@@ -229,8 +229,12 @@ class Spool:
         self._sink_ids[sink.key] = found
         return int(found)
 
-    def append(self, record: SpoolRecord, sinks: Sequence[SinkRef]) -> int:
-        """Store one record for ``sinks``; durable when this returns. Returns its id."""
+    def append(self, record: SpoolRecord, sinks: Sequence[SinkRef], hold: float = 0.0) -> int:
+        """Store one record for ``sinks``; durable when this returns. Returns its id.
+
+        ``hold``: seconds no drainer takes it (unless it ignores backoff, as ``flush`` does)
+        while this process may still ``replace`` it (a run whose ``warn`` judges are running).
+        """
         payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
         ids = [self.sink_id(s) for s in sinks]
         now = time.time()
@@ -241,13 +245,60 @@ class Spool:
             )
             record_id = int(cursor.lastrowid or 0)
             db.executemany(
-                "INSERT INTO deliveries (sink, record_id) VALUES (?, ?)",
-                [(sink, record_id) for sink in ids],
+                "INSERT INTO deliveries (sink, record_id, next_try) VALUES (?, ?, ?)",
+                [(sink, record_id, now + hold if hold > 0 else 0.0) for sink in ids],
             )
             self._appends += 1
             if self._appends % CAP_CHECK_EVERY == 1 or CAP_CHECK_EVERY == 1:
                 self._enforce_cap(db)
         return record_id
+
+    def replace(
+        self, record_id: int, record: SpoolRecord | None, sinks: Sequence[SinkRef]
+    ) -> tuple[int | None, list[SinkRef]]:
+        """Put ``record`` in the place of record ``record_id`` (appended for ``sinks``) for
+        each sink no drainer holds (leased) or has written yet, in one transaction; ``None``
+        only ends its ``hold``.
+
+        Returns the new record's id (``None`` when nothing was left to replace) and the sinks
+        the old record still serves: written already, or being written (a drainer that took
+        it when its hold ran out, or a ``flush``)."""
+        now = time.time()
+        wanted = {self.sink_id(s): s for s in sinks}
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT sink, lease_until FROM deliveries WHERE record_id = ?", (record_id,)
+            ).fetchall()
+            free = [int(r[0]) for r in rows if float(r[1]) <= now and int(r[0]) in wanted]
+            others = [ref for sink, ref in wanted.items() if sink not in free]
+            if not free:
+                return None, others
+            if record is None:
+                db.executemany(
+                    "UPDATE deliveries SET next_try = 0 WHERE sink = ? AND record_id = ?",
+                    [(sink, record_id) for sink in free],
+                )
+                return record_id, others
+            payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+            cursor = db.execute(
+                "INSERT INTO records (created, size, payload) VALUES (?, ?, ?)",
+                (now, len(payload), payload),
+            )
+            new_id = int(cursor.lastrowid or 0)
+            db.executemany(
+                "INSERT INTO deliveries (sink, record_id) VALUES (?, ?)",
+                [(sink, new_id) for sink in free],
+            )
+            db.executemany(
+                "DELETE FROM deliveries WHERE sink = ? AND record_id = ?",
+                [(sink, record_id) for sink in free],
+            )
+            db.execute(
+                "DELETE FROM records WHERE id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries WHERE record_id = ?)",
+                (record_id, record_id),
+            )
+        return new_id, others
 
     def _used_bytes(self, db: sqlite3.Connection) -> int:
         pages = db.execute("PRAGMA page_count").fetchone()[0]

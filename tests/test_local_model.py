@@ -159,3 +159,35 @@ def test_model_path_runs_any_gguf_file(write_workflow):
     result = run_workflow(path, {"word": "sea"})
     assert result.succeeded, result.error
     assert result.nodes[0].model == "gemma-3-270m-q4_k_m"  # named after the file
+
+
+@pytest.mark.parametrize("structured", ["per_field", "json_schema"])
+def test_declared_list_size_is_what_the_grammar_returns(write_workflow, structured):
+    """min_items = max_items = 3 on the output field: exactly three items, even when the prompt
+    asks for five (the grammar has the last word; the model's default would be 1-5)."""
+    path = write_workflow(f"""\
+        schema_version: "1.0"
+        flow: {{name: sized}}
+        config:
+          llm: {{provider: local, temperature: 0.2, max_tokens: 96, seed: 7}}
+          execution: {{max_retries: 0}}
+        state:
+          fields:
+            what: {{type: str, required: true}}
+            items: {{type: "list[str]", default: []}}
+        nodes:
+          - id: ask
+            prompt: "List 5 {{what}}."
+            structured: {structured}
+            outputs: [items]
+            output_schema:
+              fields:
+                - {{name: items, type: "list[str]", min_items: 3, max_items: 3}}
+        edges: [{{from: START, to: ask}}, {{from: ask, to: END}}]
+    """)
+    for what in ("fruits", "colours"):
+        result = run_workflow(path, {"what": what}, trace=False)
+        assert result.succeeded, result.error
+        assert len(result.outputs["items"]) == 3, result.outputs
+        assert result.nodes[0].retries == 0
+        assert len(json.loads(result.nodes[0].calls[-1].response)["items"]) == 3

@@ -11,6 +11,7 @@ from langchain_core.tools import BaseTool
 from langgraph.types import RetryPolicy
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ..config.bounds import applicable, intersect
 from ..config.conditions import Condition, compile_condition
 from ..config.schema import LLMConfig, Node, RetryConfig
 from ..config.template import Template, parse_template
@@ -170,7 +171,12 @@ def _output_model(node: Node, state: dict[str, TypeRef]) -> type[BaseModel]:
     specs: dict[str, Any] = {}
     if node.output_schema is not None:
         for f in node.output_schema.fields:
-            annotation = f.type_ref().annotation(name + f.name.capitalize())
+            tref = f.type_ref()
+            if f.name in state and state[f.name].bounds:
+                # what the node writes must fit the state field's bounds too
+                both = intersect(tref.bound_map, state[f.name].bound_map)
+                tref = tref.with_bounds(applicable(tref.kind, both))
+            annotation = tref.annotation(name + f.name.capitalize())
             specs[f.name] = (annotation, Field(..., description=f.description or None))
     else:
         for out in node.outputs:

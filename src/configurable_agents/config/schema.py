@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from .bounds import BOUND_KEYS, applicable
 from .types import TYPE_HELP, TypeRef, parse_type
 
 SCHEMA_VERSION = "1.0"
@@ -350,7 +351,28 @@ def _check_type(value: str) -> str:
     return value
 
 
-class StateField(_Section):
+class _Bounds(_Section):
+    """Limits of a field's values (``config.bounds``), enforced for every provider."""
+
+    min_items: int | None = Field(None, ge=0, description="list: at least this many items.")
+    max_items: int | None = Field(None, ge=1, description="list: at most this many items.")
+    min_length: int | None = Field(None, ge=0, description="str: at least this many characters.")
+    max_length: int | None = Field(None, ge=1, description="str: at most this many characters.")
+    ge: int | float | None = Field(None, description="int, float: the smallest value allowed.")
+    le: int | float | None = Field(None, description="int, float: the largest value allowed.")
+
+    def declared_bounds(self) -> dict[str, int | float]:
+        """The bounds set on this field, by name."""
+        values = {k: getattr(self, k) for k in BOUND_KEYS}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def _bounded(self, tref: TypeRef) -> TypeRef:
+        # bounds that do not fit the type are validation errors (config.validate); the
+        # TypeRef only carries those that apply
+        return tref.with_bounds(applicable(tref.kind, self.declared_bounds()))
+
+
+class _StateFieldKeys(_Section):
     type: str = Field(description=f"One of {TYPE_HELP}.")
     required: bool = False
     default: Any = None
@@ -359,16 +381,20 @@ class StateField(_Section):
 
     _check = field_validator("type")(_check_type)
 
+
+class StateField(_Bounds, _StateFieldKeys):  # this order lists the bounds last
+    """A field of the run's state; its bounds limit what inputs and nodes write to it."""
+
     def type_ref(self) -> TypeRef:
         nested = tuple((k, v.type_ref()) for k, v in (self.fields or {}).items())
-        return parse_type(self.type, nested)
+        return self._bounded(parse_type(self.type, nested))
 
 
 class State(_Section):
     fields: dict[str, StateField] = Field(min_length=1)
 
 
-class OutputField(_Section):
+class _OutputFieldKeys(_Section):
     name: str = Field(pattern=IDENTIFIER)
     type: str = "str"
     description: str = ""
@@ -376,8 +402,13 @@ class OutputField(_Section):
 
     _check = field_validator("type")(_check_type)
 
+
+class OutputField(_Bounds, _OutputFieldKeys):  # this order lists the bounds last
+    """A field the model must return; its bounds limit the values it may return."""
+
     def type_ref(self) -> TypeRef:
-        return parse_type(self.type, tuple((f.name, f.type_ref()) for f in self.fields or []))
+        nested = tuple((f.name, f.type_ref()) for f in self.fields or [])
+        return self._bounded(parse_type(self.type, nested))
 
 
 class OutputSchema(_Section):

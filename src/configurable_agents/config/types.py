@@ -2,16 +2,19 @@
 
 A type is written as a string in YAML (``type: "list[str]"``). ``parse_type`` turns it into a
 ``TypeRef`` tree; ``TypeRef.annotation()`` gives the Python/pydantic annotation used to build
-state and output models.
+state and output models. A field's declared bounds (``min_items``/``max_items`` of a list,
+``min_length``/``max_length`` of a str, ``ge``/``le`` of a number; see ``config.bounds``) ride
+on its ``TypeRef`` and go into that annotation, so every provider's output, every input and
+the JSON Schemas built from the models obey them.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import TypeAdapter
 
@@ -29,13 +32,35 @@ class TypeSyntaxError(ValueError):
         super().__init__(message)
 
 
+# A declared bound → the pydantic ``Field`` constraint that enforces it (for lists pydantic's
+# ``min_length``/``max_length`` count items; JSON Schema says ``minItems``/``maxItems``).
+_PYDANTIC_BOUND = {
+    "min_items": "min_length",
+    "max_items": "max_length",
+    "min_length": "min_length",
+    "max_length": "max_length",
+    "ge": "ge",
+    "le": "le",
+}
+
+
 @dataclass(frozen=True)
 class TypeRef:
-    """A parsed type. ``kind`` is a scalar name, ``list``, ``dict`` or ``object``."""
+    """A parsed type. ``kind`` is a scalar name, ``list``, ``dict`` or ``object``; ``bounds``
+    are the field's declared limits, as sorted ``(name, value)`` pairs (``config.bounds``)."""
 
     kind: str
     item: TypeRef | None = None  # element type of list / value type of dict
     fields: tuple[tuple[str, TypeRef], ...] = field(default=())  # declared fields of an object
+    bounds: tuple[tuple[str, int | float], ...] = field(default=())
+
+    def with_bounds(self, bounds: dict[str, int | float]) -> TypeRef:
+        """This type limited by ``bounds`` (replacing any bounds it had)."""
+        return replace(self, bounds=tuple(sorted(bounds.items())))
+
+    @property
+    def bound_map(self) -> dict[str, int | float]:
+        return dict(self.bounds)
 
     def __str__(self) -> str:
         if self.kind == "list":
@@ -59,7 +84,17 @@ class TypeRef:
         return True
 
     def annotation(self, name: str = "Object") -> Any:
-        """The Python type pydantic validates values of this type against."""
+        """The Python type pydantic validates values of this type against (with its bounds
+        as ``Field`` constraints)."""
+        base = self._base_annotation(name)
+        if not self.bounds:
+            return base
+        from pydantic import Field
+
+        constraints: dict[str, Any] = {_PYDANTIC_BOUND[k]: v for k, v in self.bounds}
+        return Annotated[base, Field(**constraints)]
+
+    def _base_annotation(self, name: str) -> Any:
         from pydantic import StrictBool, create_model
 
         if self.kind == "str":

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..exceptions import Issue, WorkflowValidationError
 from ..tools import ToolResolutionError, resolve_tool
+from . import bounds
 from .conditions import ConditionError, compile_condition
 from .loader import Document, Path_, load_document, parse_yaml
 from .schema import (
@@ -421,14 +422,26 @@ def _check_state(col: _Collector, state: State) -> dict[str, TypeRef]:
             col.add((*path, "type"), f"state field '{name}': {exc}", exc.hint)
             continue
         types_[name] = tref
+        bad_bounds = bounds.check_field(col.add, path, f"state field '{name}'", fdef, tref)
         if fdef.default is not None:
-            problem = _value_problem(tref, fdef.default)
+            bare = tref.with_bounds({})
+            problem = _value_problem(bare, fdef.default)
             if problem:
                 col.add(
                     (*path, "default"),
                     f"state field '{name}': default {fdef.default!r} is not {_a(tref)} ({problem})",
                     f"give {_a(tref)} default or remove it",
                 )
+            elif not bad_bounds and not bounds.is_empty_value(tref, fdef.default):
+                problem = _value_problem(tref, fdef.default)
+                if problem:
+                    col.add(
+                        (*path, "default"),
+                        f"state field '{name}': default {fdef.default!r} is out of its "
+                        f"bounds ({problem})",
+                        "give a default within the bounds, or remove it (an empty default, "
+                        '[] or "", is allowed: it means not written yet)',
+                    )
         if fdef.required and fdef.default is not None:
             col.add(
                 (*path, "required"),
@@ -545,6 +558,9 @@ def _check_outputs(col: _Collector, node: Node, base: Path_, state: dict[str, Ty
             except TypeSyntaxError as exc:
                 col.add((*fpath, "type"), f"node '{node.id}' output '{f.name}': {exc}", exc.hint)
                 schema_fields[f.name] = (j, None)
+                continue
+            label = f"node '{node.id}' output '{f.name}'"
+            bounds.check_field(col.add, fpath, label, f, f.type_ref())
     for j, out in enumerate(node.outputs):
         opath = (*base, "outputs", j)
         if out not in state:
@@ -572,6 +588,16 @@ def _check_outputs(col: _Collector, node: Node, base: Path_, state: dict[str, Ty
                 f"{state[out]}",
                 f"make both the same type ({state[out]})",
             )
+        elif tref is not None and tref.bounds and state[out].bounds:
+            both = bounds.intersect(tref.bound_map, state[out].bound_map)
+            if bounds.conflict(tref.bound_map) is None and bounds.conflict(both):
+                col.add(
+                    (*base, "output_schema", "fields", j_schema),
+                    f"node '{node.id}' output '{out}' must fit its own bounds and those of "
+                    f"state field '{out}', and no value fits both ({bounds.conflict(both)})",
+                    "make the two agree (or drop the output's bounds: the state field's apply "
+                    "to what the node writes)",
+                )
     for name, (j_schema, _) in schema_fields.items():
         if name not in node.outputs:
             col.add(

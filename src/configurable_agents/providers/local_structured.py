@@ -4,9 +4,12 @@ Small models fill JSON badly when the grammar leaves them room: they answer ``""
 list item until ``max_tokens`` runs out, or write a whole paragraph into a tag. So the grammar
 the decoder gets is a *tightened* copy of the node's schema (``guide_schema``): non-empty
 strings, at most ``MAX_LIST_ITEMS`` list items (at least one), list items of at most
-``MAX_ITEM_CHARS`` characters; and the prompt ends with one line naming the keys to answer with
-(and their descriptions). The reply is still validated against the node's real
-``output_schema`` by the node runtime.
+``MAX_ITEM_CHARS`` characters. Bounds the field declares (``config.bounds``: ``minItems``,
+``maxItems``, ``minLength``, ``maxLength`` in the schema) win over those defaults and are kept
+by llama.cpp's grammar; an ``int`` bounded on both sides by a small range is given as the enum
+of its values (the grammar has no ``minimum``/``maximum``). The prompt ends with one line
+naming the keys to answer with (and their descriptions). The reply is still validated
+against the node's real ``output_schema`` by the node runtime.
 
 ``text_options`` serves the ``per_field`` strategy (``run.fields``): where the answer of a
 free-text field stops.
@@ -15,6 +18,7 @@ free-text field stops.
 from __future__ import annotations
 
 import copy
+import math
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import LanguageModelInput
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 
 MAX_LIST_ITEMS = 5
 MAX_ITEM_CHARS = 40  # a list item is a word or a short phrase, not a paragraph
+MAX_ENUM_RANGE = 1000  # an int field bounded by ge and le closer than this: an enum grammar
 # On the bundled tiny models a list item is at most three words (no underscores or brackets):
 # left more room they write clauses ("is a wondrous place") or glue words with "_".
 SHORT_ITEM_PATTERN = r'^[^ \n\t_{}\[\]"\\]+( [^ \n\t_{}\[\]"\\]+){0,2}$'
@@ -53,8 +58,14 @@ def guide_schema(schema: dict[str, Any], short_items: bool = False) -> dict[str,
                 if short_items:
                     node.setdefault("pattern", SHORT_ITEM_PATTERN)
         elif kind == "array":
-            node.setdefault("maxItems", MAX_LIST_ITEMS)
+            # a declared size (the field's min_items / max_items) wins over the defaults
+            node.setdefault("maxItems", max(MAX_LIST_ITEMS, node.get("minItems", 0)))
             node.setdefault("minItems", min(1, node["maxItems"]))
+        elif kind == "integer" and "enum" not in node:
+            low, high = node.get("minimum"), node.get("maximum")
+            # llama.cpp's grammar ignores minimum/maximum; a small range becomes an enum
+            if low is not None and high is not None and high - low < MAX_ENUM_RANGE:
+                node["enum"] = list(range(math.ceil(low), math.floor(high) + 1))
         for key, value in node.items():
             item = kind == "array" and key == "items"
             visit(value, item or (in_list and key in ("anyOf", "oneOf", "allOf")))

@@ -19,6 +19,7 @@ this run, the model reads from the run's ``CallScope`` (``providers.calls``).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -177,7 +178,9 @@ def _example_args(tool: dict[str, Any]) -> dict[str, Any]:
 
 
 def _default_for(spec: dict[str, Any], root: dict[str, Any], name: str = "") -> Any:
-    """A schema-valid value: "test <field>" for strings, 0, 0.0, false, [] and nested objects."""
+    """A schema-valid value: "test <field>" for strings, 0, 0.0, false, [] and nested objects,
+    brought within the field's bounds (``minLength``/``maxLength``: padded with "x" or cut;
+    ``minimum``/``maximum``: the nearest allowed number; ``minItems``: that many items)."""
     if "$ref" in spec:
         ref = spec["$ref"].rsplit("/", 1)[-1]
         return _default_for(root.get("$defs", {}).get(ref, {}), root, name)
@@ -186,15 +189,22 @@ def _default_for(spec: dict[str, Any], root: dict[str, Any], name: str = "") -> 
             return _default_for(spec[key][0], root, name)
     kind = spec.get("type", "object")
     if kind == "string":
-        return f"test {name}".strip()
-    if kind == "integer":
-        return 0
-    if kind == "number":
-        return 0.0
+        text = f"test {name}".strip()
+        text = text.ljust(int(spec.get("minLength", 0)), "x")
+        return text[: spec["maxLength"]] if "maxLength" in spec else text
+    if kind in ("integer", "number"):
+        low, high = spec.get("minimum"), spec.get("maximum")
+        value: float = 0
+        if low is not None and value < low:
+            value = math.ceil(low) if kind == "integer" else low
+        elif high is not None and value > high:
+            value = math.floor(high) if kind == "integer" else high
+        return int(value) if kind == "integer" else float(value)
     if kind == "boolean":
         return False
     if kind == "array":
-        return []
+        item = spec.get("items", {})
+        return [_default_for(item, root, name) for _ in range(int(spec.get("minItems", 0)))]
     if kind == "object":
         props = spec.get("properties")
         if not props:

@@ -8,7 +8,9 @@ field at a time, in the order of its ``output_schema``, as one conversation:
   one line asking for that field only (its description included), stopping at the provider's
   boundary (on ``local``: the end of the first paragraph for the bundled models, the end of
   the turn for other GGUF files); a label the model repeats
-  (``Article: ...``), wrapping quotes or markdown emphasis are stripped;
+  (``Article: ...``), wrapping quotes or markdown emphasis are stripped; a field with a
+  ``max_length`` is asked for in that many characters and an answer longer than that is cut
+  after its last sentence that fits (``fit_text``);
 * every other field (short strings such as a title or a city, int, float, bool, lists, dicts,
   objects) is asked for as a one-key JSON object through the provider's structured output (on
   ``local``: grammar-constrained decoding with a tightened schema, see
@@ -74,8 +76,30 @@ def field_request(name: str, spec: dict[str, Any], text: bool, prompt: str = "")
     said = description.lower() == what or description.lower() in prompt.lower()
     about = f" ({description})" if description and not said else ""
     if text:
-        return f"Write only the {what}{about}, nothing else."
+        return f"Write only the {what}{about}{_length(spec)}, nothing else."
     return f"Give the {what}{about}."
+
+
+def _length(spec: dict[str, Any]) -> str:
+    """``, in at most 300 characters`` for a free-text field that declares its length (the
+    structured fields carry their bounds in the schema the provider gets)."""
+    low, high = spec.get("minLength"), spec.get("maxLength")
+    if low and high:
+        return f", in {low} to {high} characters"
+    if high:
+        return f", in at most {high} characters"
+    return f", in at least {low} characters" if low else ""
+
+
+def fit_text(text: str, spec: dict[str, Any]) -> str:
+    """A free-text answer longer than the field's ``maxLength``, cut after the last sentence
+    that fits (as the paragraph boundary ends it); without a sentence end that fits it is left
+    as it is, and validation asks again with the error."""
+    limit = spec.get("maxLength")
+    if not limit or len(text) <= limit:
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text[: limit + 1]) if m.end() <= limit]
+    return text[: ends[-1]].strip() if ends else text
 
 
 def clean_text(text: str, name: str) -> str:
@@ -130,7 +154,7 @@ def per_field_output(
                 )
                 assert isinstance(reply, AIMessage)
                 shown = reply.text if isinstance(reply.content, list) else str(reply.content)
-                value = clean_text(shown, name)
+                value = fit_text(clean_text(shown, name), spec)
                 error = None if value else "the answer is empty"
             else:
                 asked = node.field_runnable(name)

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..config.bounds import describe
 from ..config.schema import Workflow
 from ..config.types import TypeRef, type_adapter
 from ..exceptions import InputError, Issue
@@ -116,7 +117,7 @@ def coerce_inputs(
                 _convert_json(value, types[key]) if json_values else _convert(value, types[key])
             )
         except _ConversionError as exc:
-            hint = _json_hint(types[key]) if json_values else _hint(types[key])
+            hint = exc.hint or (_json_hint(types[key]) if json_values else _hint(types[key]))
             issues.append(
                 Issue(
                     f"input '{key}': {exc}",
@@ -169,9 +170,12 @@ def _quoted(key: str) -> str:
 
 
 class _ConversionError(ValueError):
-    def __init__(self, message: str, where: tuple[str | int, ...] = ()) -> None:
+    def __init__(
+        self, message: str, where: tuple[str | int, ...] = (), hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.where = where
+        self.hint = hint
 
 
 def _json_hint(tref: TypeRef) -> str:
@@ -198,7 +202,7 @@ def _hint(tref: TypeRef) -> str:
 
 
 def _convert(value: Any, tref: TypeRef) -> Any:
-    if tref.kind == "str" and isinstance(value, str):
+    if tref.kind == "str" and isinstance(value, str) and not tref.bounds:
         return value
     if isinstance(value, str) and tref.kind != "str":
         text = value.strip()
@@ -261,9 +265,23 @@ def _invalid(value: Any, tref: TypeRef, exc: ValidationError) -> _ConversionErro
     at = f" at {where}" if where else ""
     kind = str(tref)
     article = "an" if kind[:1] in "aeiou" else "a"
+    if tref.bounds and _fits(value, tref.with_bounds({})):
+        return _ConversionError(
+            f"{_short(value)} is out of bounds{at}: {err['msg'].lower()}",
+            loc,
+            f"give {article} {kind} with {describe(tref.bound_map)}",
+        )
     return _ConversionError(
         f"{_short(value)} is not {article} {kind}{at}: {err['msg'].lower()}", loc
     )
+
+
+def _fits(value: Any, tref: TypeRef) -> bool:
+    try:
+        type_adapter(tref).validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _short(value: Any, limit: int = 80) -> str:

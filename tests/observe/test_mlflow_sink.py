@@ -21,16 +21,25 @@ VOLATILE = {"assessment_id", "created_timestamp", "last_updated_timestamp"}
 
 
 def spooled_records(paths: list[Path], inputs: list[dict[str, Any]]) -> list[tuple[int, Any]]:
-    """Run each workflow (traced) and take its spool record back without writing it."""
-    for path, given in zip(paths, inputs, strict=True):
-        workflow = ca.compile_workflow(ca.load_workflow(path))
-        config = workflow.workflow.spec.config.observability.mlflow
-        config.enabled = True
-        config.tracking_uri = "http://127.0.0.1:1"  # never written: we only want the records
-        ca.run_workflow(workflow, given)
+    """Run each workflow (traced) and take its spool record back without writing it (no
+    drainer starts: one that tried the unreachable store would lease or back off records)."""
+    from configurable_agents.observe.trace import drain
+
+    started = drain.ensure_drained
+    drain.ensure_drained = lambda spool, sinks: None  # type: ignore[assignment]
+    try:
+        for path, given in zip(paths, inputs, strict=True):
+            workflow = ca.compile_workflow(ca.load_workflow(path))
+            config = workflow.workflow.spec.config.observability.mlflow
+            config.enabled = True
+            config.tracking_uri = "http://127.0.0.1:1"  # never written: only the records
+            ca.run_workflow(workflow, given)
+    finally:
+        drain.ensure_drained = started  # type: ignore[assignment]
     spool = open_spool(spool_path())
     (state,) = spool.sinks()
-    return [(e.record_id, e.load()) for e in spool.claim(state.id, "test", 100)]
+    entries = spool.claim(state.id, "test", 100, ignore_backoff=True)
+    return [(e.record_id, e.load()) for e in entries]
 
 
 def rows(db: Path, table: str, order: str) -> list[dict[str, Any]]:

@@ -344,12 +344,11 @@ class Observer:
         with self._lock:
             return {path: list(ids) for path, ids in self._records.items()}
 
-    def replaced(self, path: Path, old: int, new: int | None, result: RunResult) -> None:
-        """Record ``new`` took the place of ``old`` (for some of its sinks, or all)."""
+    def replaced(self, path: Path, new: int, result: RunResult) -> None:
+        """Record ``new`` took the place of one of ``result``'s (whose id stays: a flush
+        waits for both, and a record gone has nothing pending)."""
         with self._lock:
-            records = self._records.setdefault(path, {})
-            if new is not None:
-                records[new] = weakref.ref(result)
+            self._records.setdefault(path, {})[new] = weakref.ref(result)
 
     def written(self, path: Path, ids: list[int]) -> None:
         """These records reached every sink: mark their results and forget them."""

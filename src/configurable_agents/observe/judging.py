@@ -128,8 +128,8 @@ def replace_record(
             snapshot = Session(engine_for(settings.redact)).value(snapshot)
         record = SpoolRecord(FORMAT, "run", {**data, "result": snapshot})
     new_id, others = spool.replace(old_id, record, sinks)
-    observer.replaced(spool.path, old_id, new_id, result)
     if new_id is not None:
+        observer.replaced(spool.path, new_id, result)
         ensure_drained(spool, [spool.sink_id(s) for s in sinks if s not in others])
     if verdicts and any(s.kind == "mlflow" for s in others):
         spool_assessments(observer, compiled, result, verdicts, trace, tags)

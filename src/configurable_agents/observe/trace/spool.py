@@ -239,15 +239,7 @@ class Spool:
         ids = [self.sink_id(s) for s in sinks]
         now = time.time()
         with self._tx() as db:
-            cursor = db.execute(
-                "INSERT INTO records (created, size, payload) VALUES (?, ?, ?)",
-                (now, len(payload), payload),
-            )
-            record_id = int(cursor.lastrowid or 0)
-            db.executemany(
-                "INSERT INTO deliveries (sink, record_id, next_try) VALUES (?, ?, ?)",
-                [(sink, record_id, now + hold if hold > 0 else 0.0) for sink in ids],
-            )
+            record_id = _insert(db, now, payload, ids, now + hold if hold > 0 else 0.0)
             self._appends += 1
             if self._appends % CAP_CHECK_EVERY == 1 or CAP_CHECK_EVERY == 1:
                 self._enforce_cap(db)
@@ -265,6 +257,7 @@ class Spool:
         it when its hold ran out, or a ``flush``)."""
         now = time.time()
         wanted = {self.sink_id(s): s for s in sinks}
+        payload = None if record is None else pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
         with self._tx() as db:
             rows = db.execute(
                 "SELECT sink, lease_until FROM deliveries WHERE record_id = ?", (record_id,)
@@ -273,31 +266,15 @@ class Spool:
             others = [ref for sink, ref in wanted.items() if sink not in free]
             if not free:
                 return None, others
-            if record is None:
+            if payload is None:
                 db.executemany(
                     "UPDATE deliveries SET next_try = 0 WHERE sink = ? AND record_id = ?",
                     [(sink, record_id) for sink in free],
                 )
                 return record_id, others
-            payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
-            cursor = db.execute(
-                "INSERT INTO records (created, size, payload) VALUES (?, ?, ?)",
-                (now, len(payload), payload),
-            )
-            new_id = int(cursor.lastrowid or 0)
-            db.executemany(
-                "INSERT INTO deliveries (sink, record_id) VALUES (?, ?)",
-                [(sink, new_id) for sink in free],
-            )
-            db.executemany(
-                "DELETE FROM deliveries WHERE sink = ? AND record_id = ?",
-                [(sink, record_id) for sink in free],
-            )
-            db.execute(
-                "DELETE FROM records WHERE id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM deliveries WHERE record_id = ?)",
-                (record_id, record_id),
-            )
+            new_id = _insert(db, now, payload, free, 0.0)
+            for sink in free:
+                _forget(db, sink, [record_id])
         return new_id, others
 
     def _used_bytes(self, db: sqlite3.Connection) -> int:
@@ -483,6 +460,22 @@ class Spool:
             row = self._conn().execute("SELECT value FROM counters WHERE name = ?", (name,))
             found = row.fetchone()
         return int(found[0]) if found else 0
+
+
+def _insert(
+    db: sqlite3.Connection, now: float, payload: bytes, sinks: Sequence[int], next_try: float
+) -> int:
+    """Insert one record and its deliveries to ``sinks``; returns its id."""
+    cursor = db.execute(
+        "INSERT INTO records (created, size, payload) VALUES (?, ?, ?)",
+        (now, len(payload), payload),
+    )
+    record_id = int(cursor.lastrowid or 0)
+    db.executemany(
+        "INSERT INTO deliveries (sink, record_id, next_try) VALUES (?, ?, ?)",
+        [(sink, record_id, next_try) for sink in sinks],
+    )
+    return record_id
 
 
 def _forget(db: sqlite3.Connection, sink: int, record_ids: Sequence[int]) -> None:

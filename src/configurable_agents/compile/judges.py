@@ -6,6 +6,11 @@ chat model from the same provider layer as the nodes (``config.llm`` under the j
 has the attributes ``run.calls.call_model`` and the budget read from a node (``id``,
 ``provider``, ``llm``, ``model_name``, ``retry``, ``json_schema``, ``tools``), so a judge's
 model calls are made, retried, recorded and budgeted exactly as a node's are.
+
+A judge's model answers a JSON object: an LLM judge ``{result, rationale}``, the fields MLflow's
+``make_judge`` asks for (``run.mlflow_judge``), a built-in scorer ``{score, rationale}``
+(``answer_key``); ``judge_schema`` is that object's JSON Schema, the score typed and bounded by
+the judge's scale. The MLflow judges built for a judge are kept on it (``made``).
 """
 
 from __future__ import annotations
@@ -25,23 +30,36 @@ if TYPE_CHECKING:
     from ..config.validate import LoadedWorkflow
 
 JUDGE_MAX_TOKENS = 512  # a judge answers a score and a sentence or two
+# How many make_judge judges one judge keeps (one per distinct instructions: its state fields
+# filled in); a judge whose instructions name no state field needs one.
+MADE_PER_JUDGE = 64
+
+
+def answer_key(judge: Judge) -> str:
+    """The score's key in the judge model's answer: ``result`` (MLflow's make_judge) for an LLM
+    judge, ``score`` for a built-in scorer (asked for ``{score, rationale}`` by ``run.judges``)."""
+    return "result" if judge.kind == "llm" else "score"
 
 
 def judge_schema(judge: Judge) -> dict[str, Any]:
-    """The JSON object a judge model answers: ``{score, rationale}``."""
+    """The JSON object a judge model answers: ``{result | score, rationale}``."""
     if judge.is_bool:
         score: dict[str, Any] = {"type": "boolean", "description": "true when it passes"}
     else:
         lo, hi = judge.bounds
-        score = {"type": "number", "minimum": lo, "maximum": hi}
+        kind = "integer" if judge.score_type is int else "number"
+        score = {"type": kind, "minimum": lo, "maximum": hi}
+    key = answer_key(judge)
+    if key == "result":  # MLflow's own descriptions of make_judge's fields
+        score["description"] = "The evaluation rating/result"
+        why = "Detailed explanation for the evaluation"
+    else:
+        why = "why, in one or two sentences"
     return {
         "title": "Judgement",
         "type": "object",
-        "properties": {
-            "score": score,
-            "rationale": {"type": "string", "description": "why, in one or two sentences"},
-        },
-        "required": ["score", "rationale"],
+        "properties": {key: score, "rationale": {"type": "string", "description": why}},
+        "required": [key, "rationale"],
         "additionalProperties": False,
     }
 
@@ -56,7 +74,10 @@ class CompiledJudge:
     scorer: Any = None  # the code scorer's function
     json_schema: dict[str, Any] = field(default_factory=dict)
     tools: list[Any] = field(default_factory=list)  # none: read by the budget's input bound
-    max_retries: int = 1  # another ask after an answer that is not {score, rationale}
+    max_retries: int = 1  # another ask after an answer that is not a valid verdict
+    # MLflow's judges for it (run.mlflow_judge): make_judge judges by instructions, or the
+    # built-in scorer under "": built on first use, so MLflow is imported only when one runs
+    made: dict[str, Any] = field(default_factory=dict, repr=False)
     _structured: Runnable[Any, Any] | None = field(default=None, repr=False)
 
     @property
@@ -72,6 +93,10 @@ class CompiledJudge:
         if self.provider is None:
             return ""
         return self.llm.model or self.provider.default_model
+
+    @property
+    def answer_key(self) -> str:
+        return answer_key(self.spec)
 
     @property
     def source_id(self) -> str:

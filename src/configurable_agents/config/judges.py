@@ -1,11 +1,13 @@
 """``judges:``: quality checks of a node's output (or of the run's final outputs).
 
-A judge is an LLM asked to score with ``instructions`` (``{{ inputs }}``, ``{{ outputs }}`` and
-``{{ <state field> }}`` are filled in), an MLflow built-in scorer (``scorer: mlflow:Safety``),
-or a code scorer (``scorer: module:function``). ``on_fail`` says what a failed check does:
-``warn`` (default) records it after the run, off the caller's path; ``block`` fails the run
-with ``QualityGateError``; ``retry`` reruns the node with the judge's rationale fed back, up to
-the node's ``max_retries``, then fails as ``block`` does.
+A judge is an LLM asked to score with ``instructions`` (an MLflow ``make_judge`` judge: MLflow
+fills ``{{ inputs }}`` and ``{{ outputs }}``, at least one of which the instructions must name;
+``{{ <state field> }}`` is filled in before, by ``fill_state_fields``), an MLflow built-in
+scorer (``scorer: mlflow:Safety``), or a code scorer (``scorer: module:function``).
+``on_fail`` says what a failed check does: ``warn`` (default) records it after the run, off the
+caller's path; ``block`` fails the run with ``QualityGateError``; ``retry`` reruns the node
+with the judge's rationale fed back, up to the node's ``max_retries``, then fails as ``block``
+does.
 
 The models here check the shape of ``judges:``; ``check_judges`` the rules that need the rest
 of the file (node names, template variables, scorers), reported like every other problem.
@@ -13,8 +15,10 @@ of the file (node names, template variables, scorers), reported like every other
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -58,9 +62,14 @@ MLFLOW_UNSUPPORTED = (
 )
 # Built-ins whose ``instructions`` are the guidelines they check.
 GUIDELINE_SCORERS = ("Guidelines",)
+# What MLflow's make_judge fills in an LLM judge's instructions (it needs one of them); any other
+# ``{{ name }}`` must be a state field, filled in before the instructions reach MLflow.
 TEMPLATE_VARIABLES = ("inputs", "outputs")
+# make_judge's other variables: a judge here is given a run's inputs and outputs, not these.
+MLFLOW_ONLY_VARIABLES = ("expectations", "trace", "conversation")
 JUDGE_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 _VARIABLE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_BRACE_PAIR = re.compile(r"\{(?=\{)|\}(?=\})")  # the first brace of "{{" or "}}"
 DEFAULT_SCALE = (1.0, 5.0)
 
 
@@ -87,8 +96,9 @@ class Judge(BaseModel):
     )
     instructions: str | None = Field(
         None,
-        description="What the LLM judge checks; {{ inputs }}, {{ outputs }} and "
-        "{{ <state field> }} are filled in. With scorer mlflow:Guidelines: the guidelines.",
+        description="What the LLM judge (MLflow make_judge) checks; it names {{ outputs }} "
+        "and/or {{ inputs }}, and may name {{ <state field> }}. With scorer mlflow:Guidelines: "
+        "the guidelines.",
     )
     scorer: str | None = Field(
         None,
@@ -171,6 +181,18 @@ class Judge(BaseModel):
         return lo + (hi - lo) / 2
 
     @property
+    def score_type(self) -> builtins.type:
+        """An LLM judge's score type (make_judge's ``feedback_value_type``): ``bool`` for a
+        pass/fail judge, ``int`` for a scale of whole numbers at least two apart ([1, 5],
+        [0, 10]), else ``float`` ([0, 1], [0.5, 4.5])."""
+        if self.is_bool:
+            return bool
+        lo, hi = self.bounds
+        if float(lo).is_integer() and float(hi).is_integer() and hi - lo >= 2:
+            return int
+        return float
+
+    @property
     def in_run(self) -> bool:
         return self.on_fail in ("block", "retry")
 
@@ -180,8 +202,31 @@ def template_variables(text: str) -> list[tuple[str, int]]:
     return [(m.group(1), m.start()) for m in _VARIABLE.finditer(text)]
 
 
-def render_instructions(text: str, values: dict[str, str]) -> str:
-    return _VARIABLE.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+def fill_state_fields(text: str, values: Mapping[str, str]) -> str:
+    """An LLM judge's instructions with every ``{{ <state field> }}`` replaced by its value
+    (``""`` when the state has none), ready for MLflow's make_judge: ``{{ inputs }}`` and
+    ``{{ outputs }}`` are left for MLflow. A value never makes MLflow see a variable: a ``{{``
+    or ``}}`` in it, or formed with a brace next to it, is split by a space."""
+    parts: list[tuple[str, bool]] = []  # (text, is it a value)
+    pos = 0
+    for match in _VARIABLE.finditer(text):
+        name = match.group(1)
+        if name in TEMPLATE_VARIABLES:
+            continue
+        parts.append((text[pos : match.start()], False))
+        value = _BRACE_PAIR.sub(lambda b: b.group(0) + " ", values.get(name, ""))
+        parts.append((value, True))
+        pos = match.end()
+    parts.append((text[pos:], False))
+    out, after_value = "", False
+    for piece, is_value in parts:
+        if not piece:
+            continue
+        if out and (is_value or after_value) and piece[0] in "{}" and out[-1] == piece[0]:
+            out += " "
+        out += piece
+        after_value = is_value
+    return out
 
 
 class ScorerImportError(ValueError):
@@ -287,19 +332,30 @@ def _check_instructions(
     for name, offset in found:
         if name in allowed:
             continue
+        if name in MLFLOW_ONLY_VARIABLES:
+            message = (
+                f"judge '{judge.name}' reads {{{{ {name} }}}}: a judge here is given the run's "
+                f"inputs and outputs, not MLflow's {name}"
+            )
+            hint = "use {{ inputs }}, {{ outputs }} or {{ <state field> }}"
+        else:
+            message = (
+                f"judge '{judge.name}' reads {{{{ {name} }}}}, which is neither inputs, outputs "
+                "nor a state field"
+            )
+            hint = _did_you_mean(name, allowed) or (
+                "use {{ inputs }}, {{ outputs }} or {{ <state field> }}"
+            )
+        col.add(path, message, hint, col.doc.text_line(path, offset))
+    named = {name for name, _ in found}
+    if judge.kind == "llm" and not named & set(TEMPLATE_VARIABLES):
         col.add(
             path,
-            f"judge '{judge.name}' reads {{{{ {name} }}}}, which is neither inputs, outputs "
-            "nor a state field",
-            _did_you_mean(name, allowed)
-            or "use {{ inputs }}, {{ outputs }} or {{ <state field> }}",
-            col.doc.text_line(path, offset),
-        )
-    if judge.kind == "llm" and not found:
-        col.add(
-            path,
-            f"judge '{judge.name}': its instructions read nothing of the run",
-            "put {{ outputs }} (and {{ inputs }}) where the judge should see them",
+            f"judge '{judge.name}': its instructions name neither {{{{ inputs }}}} nor "
+            "{{ outputs }}, so the judge would not see the run (MLflow's make_judge refuses "
+            "such instructions; state fields do not count)",
+            "add {{ outputs }} (and {{ inputs }}) where the judge should see them, e.g. "
+            '"Rate from 1 to 5 how well {{ outputs }} stays on {{ topic }}."',
         )
 
 

@@ -11,6 +11,10 @@ retried, cancellable, and counted against ``config.budget``.
 background thread, after the run is spooled: ``observe.judging``); they are recorded,
 never raised, and not counted against the budget (the run is over).
 
+An LLM judge (``instructions``) is MLflow's ``make_judge`` judge and a built-in scorer MLflow's
+own (``run.mlflow_judge``): MLflow builds the prompt, and its model call comes back through a
+judge adapter to the judge's own model (``run.judge_calls``). Code scorers are called here.
+
 Every judge gives a ``JudgeResult``: score, pass/fail, rationale, who scored (``source_type``
 LLM_JUDGE or CODE, ``source_id``), and for model judges a ``NodeRun`` record of its calls
 (its tokens and cost, which the trace shows as a ``judge`` span, apart from the nodes').
@@ -24,14 +28,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, SystemMessage
 
-from ..config.judges import render_instructions
+from ..config.judges import fill_state_fields
 from ..exceptions import ConfigurableAgentsError, QualityGateError
-from .calls import call_model
+from .judge_calls import InvalidVerdict, answer_format, ask_verdict
 from .result import NodeRun
 
 if TYPE_CHECKING:
@@ -39,7 +42,6 @@ if TYPE_CHECKING:
 
     from ..compile.judges import CompiledJudge
     from ..compile.plan import CompiledNode, CompiledWorkflow
-    from ..providers.base import StructuredReply
     from .context import RunContext
     from .result import RunResult
 
@@ -259,7 +261,7 @@ def judge_output(
         else:
             value, rationale = _ask_code(judge, inputs, outputs, state, node)
     except ConfigurableAgentsError as exc:
-        if phase == "in_run" and not isinstance(exc, _InvalidVerdict):
+        if phase == "in_run" and not isinstance(exc, InvalidVerdict):
             raise  # a budget refusal, a timeout, a provider failure: the run's own errors
         error = str(exc)
     except Exception as exc:  # noqa: BLE001 - a scorer's bug is recorded on its verdict
@@ -295,10 +297,6 @@ def judge_output(
     )
 
 
-class _InvalidVerdict(ConfigurableAgentsError):
-    """The judge model kept answering something that is not ``{score, rationale}``."""
-
-
 def _as_score(value: Any, is_bool: bool) -> float | None:
     if hasattr(value, "value") and not isinstance(value, int | float):  # an MLflow rating
         value = value.value
@@ -332,81 +330,17 @@ def _ask_llm(
     outputs: Mapping[str, Any],
     state: Mapping[str, Any],
 ) -> tuple[Any, str]:
+    """An LLM judge: its instructions with the state fields filled in, as MLflow's make_judge
+    judge on ``inputs`` and ``outputs``; its ``Feedback`` read as a built-in scorer's."""
+    from .mlflow_judge import score_instructions
+
     values = {k: _jsonish(v) for k, v in state.items()}
-    values.update(inputs=_jsonish(dict(inputs)), outputs=_jsonish(dict(outputs)))
-    text = render_instructions(judge.spec.instructions or "", values)
-    return _ask(judge, ctx, record, config, [HumanMessage(text + "\n\n" + _format(judge))])
+    instructions = fill_state_fields(judge.spec.instructions or "", values)
 
+    def ask(messages: list[BaseMessage]) -> tuple[Any, str]:
+        return ask_verdict(judge, ctx, record, config, messages)
 
-def _format(judge: CompiledJudge) -> str:
-    if judge.spec.is_bool:
-        score = "true if it passes, false if not"
-    else:
-        lo, hi = judge.spec.bounds
-        score = f"a number from {lo:g} to {hi:g}"
-    return (
-        'Answer with only a JSON object: {"score": <' + score + '>, "rationale": "<one or '
-        'two sentences saying why>"}'
-    )
-
-
-def _ask(
-    judge: CompiledJudge,
-    ctx: RunContext,
-    record: NodeRun | None,
-    config: Any,
-    messages: list[BaseMessage],
-) -> tuple[Any, str]:
-    """Ask the judge's model for ``{score, rationale}`` through ``call_model``."""
-    assert record is not None
-    feedback: list[BaseMessage] = []
-    for attempt in range(judge.max_retries + 1):
-        answer: dict[str, Any] = {}
-        _, call = call_model(
-            cast(Any, judge),
-            ctx,
-            record,
-            "structured",
-            judge.structured(),
-            messages + feedback,
-            config,
-            check=partial(_check, judge, answer),
-        )
-        record.responses.append(call.response)
-        if call.error is None:
-            return answer["score"], str(answer.get("rationale") or "")
-        record.validation_errors.append(call.error)
-        if attempt < judge.max_retries:
-            record.retries += 1
-        feedback = [
-            HumanMessage(
-                f"Your answer was:\n{call.response}\n\nIt is invalid: {call.error}\n"
-                + _format(judge)
-            )
-        ]
-    raise _InvalidVerdict(
-        f"judge '{judge.name}' gave no valid score: {record.validation_errors[-1]}"
-    )
-
-
-def _check(judge: CompiledJudge, answer: dict[str, Any], reply: StructuredReply) -> str | None:
-    if reply.error is not None:
-        return reply.error
-    parsed = reply.parsed
-    if not isinstance(parsed, dict) or "score" not in parsed:
-        return "expected a JSON object with 'score' and 'rationale'"
-    score = parsed["score"]
-    if judge.spec.is_bool:
-        if not isinstance(score, bool):
-            return f"score must be true or false, not {score!r}"
-    else:
-        if isinstance(score, bool) or not isinstance(score, int | float):
-            return f"score must be a number, not {score!r}"
-        lo, hi = judge.spec.bounds
-        if not lo <= score <= hi:
-            return f"score {score:g} is outside the scale [{lo:g}, {hi:g}]"
-    answer.update(parsed)
-    return None
+    return _unpack(score_instructions(judge, ask, instructions, inputs, outputs))
 
 
 def _ask_code(
@@ -463,7 +397,9 @@ def _ask_mlflow(
     from .mlflow_judge import score_builtin
 
     def ask(messages: list[BaseMessage]) -> tuple[Any, str]:
-        return _ask(judge, ctx, record, config, [*messages, SystemMessage(_format(judge))])
+        return ask_verdict(
+            judge, ctx, record, config, [*messages, SystemMessage(answer_format(judge))]
+        )
 
     return _unpack(score_builtin(judge, ask, inputs, outputs))
 

@@ -1,15 +1,20 @@
-"""MLflow's built-in scorers (``mlflow.genai.scorers``) on our providers.
+"""MLflow's judges on our providers: LLM judges built with ``mlflow.genai.judges.make_judge``,
+and the built-in scorers (``mlflow.genai.scorers``).
 
-A built-in scorer asks an LLM named by a model URI through MLflow's judge adapters
+An MLflow judge asks an LLM named by a model URI through MLflow's judge adapters
 (``mlflow.genai.judges.adapters``: Databricks, the AI Gateway providers, LiteLLM), picked by
 ``get_adapter``. We add one adapter, ``ProviderJudgeAdapter``, for the URI scheme
-``configurable-agents:/<judge name>``: MLflow builds the scorer's prompt and reads the verdict
-as it always does, and the adapter sends the prompt to the judge's model through
-``run.calls.call_model`` (the function ``run.judges`` puts in ``ASKER`` for the call), so the
-call is recorded, priced, retried and budgeted like any other, on any of our providers, the
-offline ``test`` provider included. MLflow 3.17 has no registry of judge adapters, so
-``install`` wraps the ``get_adapter`` its invocation module calls (once per process); any
-other model URI goes on to MLflow's own adapters.
+``configurable-agents:/<judge name>``: MLflow builds the judge's prompt as it always does, and
+the adapter sends it to the judge's model through ``run.calls.call_model`` (the function
+``run.judges`` puts in ``ASKER`` for the call; ``run.judge_calls`` validates the answer and asks
+again), so the call is recorded, priced, retried and budgeted like any other, on any of our
+providers, the offline ``test`` provider included. The adapter gives MLflow the ``Feedback`` its
+own adapters build from the answer: ``value`` (make_judge's ``result``, typed by its
+``feedback_value_type``; a built-in's pass/fail as yes / no) and ``rationale``. MLflow 3.17 has
+no registry of judge adapters, so ``install`` wraps the ``get_adapter`` its invocation module
+calls (once per process); any other model URI goes on to MLflow's own adapters.
+
+MLflow is imported here only, when a judge first runs (importing it takes seconds).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -42,6 +48,44 @@ def _asking(ask: Asker) -> Iterator[None]:
         yield
     finally:
         ASKER.reset(token)
+
+
+def score_instructions(
+    judge: CompiledJudge,
+    ask: Asker,
+    instructions: str,
+    inputs: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+) -> Any:
+    """Run the make_judge judge of ``instructions`` (an LLM judge's, its state fields filled
+    in) on ``inputs`` and ``outputs``, with ``ask`` (the judge's model) as its LLM. Returns its
+    ``Feedback``."""
+    made = instructions_judge(judge, instructions)
+    with _asking(ask):
+        return made(inputs=dict(inputs), outputs=dict(outputs))
+
+
+def instructions_judge(judge: CompiledJudge, instructions: str) -> Any:
+    """MLflow's ``make_judge`` judge for ``judge`` with ``instructions``, built once and kept
+    on the judge (``CompiledJudge.made``)."""
+    found = judge.made.get(instructions)
+    if found is not None:
+        return found
+    install()
+    from mlflow.genai.judges import make_judge
+
+    from ..compile.judges import MADE_PER_JUDGE
+
+    made = make_judge(
+        name=judge.name,
+        instructions=instructions,
+        model=model_uri(judge.name),
+        feedback_value_type=judge.spec.score_type,
+    )
+    if len(judge.made) >= MADE_PER_JUDGE:
+        judge.made.clear()
+    judge.made[instructions] = made
+    return made
 
 
 def score_builtin(
@@ -85,6 +129,7 @@ def install() -> None:
     with _lock:
         if _installed:
             return
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as the MLflow sink does
         from mlflow.entities import AssessmentSource, Feedback
         from mlflow.genai.judges.adapters.base_adapter import (
             AdapterInvocationInput,
@@ -108,8 +153,9 @@ def install() -> None:
                         "judge (run.judges)"
                     )
                 value, rationale = ask(_messages(params.prompt))
-                rating = value
-                if isinstance(value, bool):
+                rating = value  # make_judge asked for a typed result (response_format)
+                if params.response_format is None and isinstance(value, bool):
+                    # a built-in scorer reads pass / fail as yes / no
                     rating = CategoricalRating.YES if value else CategoricalRating.NO
                 return AdapterInvocationOutput(
                     feedback=Feedback(
@@ -133,13 +179,10 @@ def install() -> None:
         _installed = True
 
 
-_scorers: dict[int, Any] = {}
-
-
 def builtin_scorer(judge: CompiledJudge) -> Any:
-    """The MLflow built-in scorer of ``scorer: mlflow:<Name>``, on the judge's model."""
-    key = id(judge)
-    found = _scorers.get(key)
+    """The MLflow built-in scorer of ``scorer: mlflow:<Name>``, on the judge's model (built
+    once and kept on the judge)."""
+    found = judge.made.get("")
     if found is not None:
         return found
     install()
@@ -151,5 +194,5 @@ def builtin_scorer(judge: CompiledJudge) -> Any:
     if name == "Guidelines":
         kwargs.update(name=judge.name, guidelines=judge.spec.instructions or "")
     scorer = cls(**kwargs)
-    _scorers[key] = scorer
+    judge.made[""] = scorer
     return scorer

@@ -254,31 +254,34 @@ def test_the_mlflow_scorer_list_matches_mlflow():
         assert hasattr(scorers, name), name
 
 
-def test_a_warn_judge_adds_under_a_millisecond_to_the_caller(tmp_path):
-    plain = ca.compile_workflow(ca.load_workflow(workflow(tmp_path, "", "", "plain.yaml")))
-    judged = ca.compile_workflow(
-        ca.load_workflow(
-            workflow(
-                tmp_path,
-                ON_TOPIC.replace("ON_FAIL", "warn"),
-                "on_topic: " + scores((3, "ok")),
-                "judged.yaml",
-            )
-        )
-    )
+WAITING = """\
+import threading
 
-    def best(compiled: object, n: int = 40) -> float:
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            ca.run_workflow(compiled, {"topic": "tides"})
-            times.append(time.perf_counter() - start)
-            ca.flush(30)
-        return sorted(times)[n // 2]
+started = threading.Event()
+go_on = threading.Event()
 
-    best(plain, 5), best(judged, 5)  # warm up
-    added_ms = (best(judged) - best(plain)) * 1000
-    assert added_ms < 1.0, added_ms
+
+def waits(outputs):
+    started.set()
+    go_on.wait(60)
+    return True
+"""
+
+
+def test_a_warn_judge_runs_after_the_caller_has_its_result(tmp_path, monkeypatch):
+    # The caller's path never waits for a warn judge: run_workflow returns while the judge is
+    # still scoring (bench/warn_judge.py measures what it adds: well under 1 ms).
+    (tmp_path / "waiting_checks.py").write_text(WAITING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import waiting_checks
+
+    path = workflow(tmp_path, '  - {name: slow, scorer: "waiting_checks:waits"}\n', "")
+    result = ca.run_workflow(path, {"topic": "tides"}).raise_for_status()
+    assert waiting_checks.started.wait(30)  # the judge is running, and the caller has its result
+    assert result.judges == []
+    waiting_checks.go_on.set()
+    assert ca.flush(30)
+    assert [(j.name, j.passed, j.phase) for j in result.judges] == [("slow", True, "after_run")]
 
 
 def test_budgets_count_the_judges_spend(tmp_path):

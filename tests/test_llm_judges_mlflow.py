@@ -259,3 +259,37 @@ print(before, "mlflow.genai.judges" in sys.modules, result.judges[0].score)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["False", "True", "4.0"]
+
+
+@pytest.mark.parametrize(("on_fail", "loads"), [("block", True), ("warn", False)])
+def test_a_gate_judge_loads_mlflow_while_its_node_runs(tmp_path, on_fail, loads):
+    # block / retry judges run inside the node's timeout: MLflow (about 2 s) loads during the
+    # node instead; a warn judge's run is left alone (its judges run after it, off the path)
+    path = tmp_path / "wf.yaml"
+    text = text_of(
+        RATED.replace("on_fail: block", f"on_fail: {on_fail}"), answers("rated", (4, "ok"))
+    )
+    path.write_text(
+        text.replace("model: gemini-2.5-flash", "model: gemini-2.5-flash\n    latency_ms: 1500")
+    )
+    script = f"""
+import sys, threading, time
+import configurable_agents as ca
+workflow = ca.compile_workflow(ca.load_workflow({str(path)!r}))
+run = threading.Thread(target=ca.run_workflow, args=(workflow, {{"topic": "tides"}}))
+run.start()
+seen = False
+deadline = time.monotonic() + 1.0
+while time.monotonic() < deadline and not seen:
+    seen = any(t.name == "configurable-agents-judges-import" for t in threading.enumerate())
+    seen = seen or "mlflow.genai.judges" in sys.modules
+    time.sleep(0.01)
+run.join()
+print(seen)
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == str(loads)

@@ -30,7 +30,7 @@ from ..compile.plan import CompiledWorkflow, compile_workflow
 from ..config.validate import LoadedWorkflow, load_workflow
 from ..exceptions import MaxStepsExceededError, NodeTimeoutError, RunError, RunInterruptedError
 from ..providers import check_environment
-from . import hooks
+from . import hooks, mlflow_judge
 from .budget import guard_for
 from .context import EventHandler, RunContext
 from .graph import graph_of
@@ -180,6 +180,8 @@ def run_workflow(
     trace: the run's OpenTelemetry spans continue it.
     """
     compiled = prepare(workflow)
+    if any(j.spec.kind != "code" and j.spec.on_fail != "warn" for j in compiled.judges):
+        mlflow_judge.prewarm()  # MLflow's judges load while the nodes run, not in a gate
     state = initial_state(compiled, inputs or {})
     given = {k: state[k] for k in (inputs or {}) if k in state}
     run_id = os.urandom(16).hex()

@@ -105,6 +105,7 @@ def score_builtin(
 
 
 _installed = False
+_prewarming = False  # prewarm() started a thread running install()
 _lock = threading.Lock()
 
 
@@ -177,6 +178,23 @@ def install() -> None:
 
         invocation_utils.get_adapter = get_adapter  # type: ignore[attr-defined]
         _installed = True
+
+
+def prewarm() -> None:
+    """Start loading MLflow's judges (``install``, about 2 s) in a thread, once per process, so
+    a ``block`` or ``retry`` judge right after its node does not spend its node's timeout on
+    imports; a failure here is left for the judge's own call to report."""
+    global _prewarming
+    with _lock:
+        if _installed or _prewarming:
+            return
+        _prewarming = True
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            install()
+
+    threading.Thread(target=load, name="configurable-agents-judges-import", daemon=True).start()
 
 
 def builtin_scorer(judge: CompiledJudge) -> Any:

@@ -2,8 +2,12 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
-# llama-cpp-python compiles on first install; skipping LLaVA roughly halves the build.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# llama-cpp-python compiles on first install; skipping LLaVA roughly halves the build. A
+# -march=native build of llama.cpp 0.3.36 crashes (SIGSEGV in llama_decode) on CPUs with AMX
+# and AVX-512 (seen on the 2-core Xeon dev machines): build for AVX2 instead, which runs on any
+# x86-64 of the last ten years (the GGML_AVX* switches are ignored on other architectures).
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+	-DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 export MLFLOW_DISABLE_TELEMETRY = true
 
 .PHONY: install example test nightly lint format bench taskset clean

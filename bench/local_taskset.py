@@ -37,7 +37,10 @@ TARGET = 0.8  # share of cases the default model passes, at least
 
 
 def case_workflow(case: Case, llm: dict[str, Any]) -> str:
-    fields = {name: {"type": kind, "default": _default(kind)} for name, kind, _ in case.fields}
+    fields = {
+        name: {"type": kind, "default": _default(kind), **case.bounds.get(name, {})}
+        for name, kind, _ in case.fields
+    }
     doc = {
         "schema_version": "1.0",
         "flow": {"name": "taskset"},

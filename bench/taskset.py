@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Check = Callable[[dict[str, Any]], str | None]  # None: passed; else why it failed
@@ -22,6 +22,9 @@ class Case:
     prompt: str
     fields: list[tuple[str, str, str]]  # (name, type, description)
     check: Check
+    # bounds the workflow declares on a state field (config.bounds), as a user asking for
+    # "3 items" would: {"items": {"min_items": 3, "max_items": 3}}
+    bounds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def words(text: str) -> list[str]:
@@ -92,6 +95,7 @@ def short_list(what: str, accepted: set[str], size: int = 3) -> Case:
         f"List {size} {what}.",
         [("items", "list[str]", f"{size} {what}, one or two words each")],
         check,
+        {"items": {"min_items": size, "max_items": size}},
     )
 
 

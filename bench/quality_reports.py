@@ -2,11 +2,13 @@
 
 How the store is made: one real judged workflow (an LLM judge with on_fail: retry on a node,
 an MLflow built-in scorer, a code-free final-output judge; test provider) runs with tracing on
-and our writer stores its trace. Its ``trace_info`` row, ``ca.workflow`` tag and judge
-assessment rows are then cloned ``--traces`` times inside SQLite (``INSERT ... SELECT`` over
+and our writer stores its trace. Its ``trace_info`` row, ``ca.workflow`` tag and assessment
+rows (the judges' and the writer's own ``cost_usd`` / ``total_tokens`` feedback, as a real
+store holds them) are then cloned ``--traces`` times inside SQLite (``INSERT ... SELECT`` over
 a recursive counter, one transaction): each clone gets its own trace id, a start time spread
 over the 30 days before, and scores drawn from the clone's number (so pass rates and means
-differ per day and judge). ``report index`` creates ``ca_report_judges``; then
+differ per day and judge). No ``ANALYZE``: a store the writer made has no statistics, and
+the query must not depend on them. ``report index`` creates ``ca_report_judges``; then
 ``quality_report`` is timed (best of 3) and the CLI end to end once. Target: < 1 s.
 
     python bench/quality_reports.py [--traces 100000] [--keep DIR]
@@ -112,13 +114,10 @@ def clone(db: Path, template: str, traces: int) -> None:
     select = ", ".join(varied.get(c, f"a.{c}") for c in columns)
     conn.execute(
         f"""INSERT INTO assessments ({", ".join(columns)})
-            SELECT {select} FROM ids, assessments a
-            WHERE a.trace_id = ?
-              AND json_extract(a.assessment_metadata, '$.on_fail') IS NOT NULL""",
+            SELECT {select} FROM ids, assessments a WHERE a.trace_id = ?""",
         (template,),
     )
     conn.execute("COMMIT")
-    conn.execute("ANALYZE")
     conn.close()
 
 

@@ -1,8 +1,10 @@
 """``batch compare``: a baseline and a candidate over the same rows, side by side.
 
 The candidate is another workflow file, or the baseline with ``--set node.key=value``
-overrides (a prompt, a model, a temperature). Both run as ordinary batches (each its own
-results file, batch id and MLflow run, tagged ``ca.variant``), then their results files are
+overrides (a prompt, a registry prompt version ``node.prompt_ref=name@3``, a model, a
+temperature); both are loaded and compiled before either batch runs. Both run as ordinary
+batches (each its own results file, batch id and MLflow run, tagged ``ca.variant``), then
+their results files are
 joined by row: rows fixed (failed → succeeded), broken (succeeded → failed), with different
 outputs; and the aggregates (success rate, tokens and cost per row, p50/p95 latency), naming
 the better variant where the difference is larger than ``MARGIN`` (``LATENCY_MARGIN`` for
@@ -21,6 +23,7 @@ from ..exceptions import InputError, Issue
 from .data import row_key
 from .runner import BatchOptions, ProgressSink, run_batch
 from .summary import BatchSummary
+from .worker import WorkflowSource, compiled_for
 
 MARGIN = 0.05  # relative difference below which neither variant is called better
 LATENCY_MARGIN = 0.10  # latency is noisier (machine load, warm-up)
@@ -115,6 +118,10 @@ def run_compare(
         variant="candidate",
         tags={**opts.tags, "ca.variant": "candidate"},
     )
+    # both variants load and compile before either batch runs: a --set naming no node, or a
+    # registry prompt version that does not exist, is found before the baseline's rows run
+    for variant in (base_opts, cand_opts):
+        compiled_for(WorkflowSource.of(variant.workflow, variant.overrides))
     base = run_batch(base_opts, progress("baseline") if progress else None)
     cand = run_batch(cand_opts, progress("candidate") if progress else None)
     label = (

@@ -9,6 +9,7 @@ model is loaded once per process or actor, never per row.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -53,13 +54,57 @@ class WorkflowSource:
         from ..config.validate import validate_document
 
         doc = parse_yaml(self.text, self.file)
+        keys = {key for key, _ in self.overrides}
         for key, value in self.overrides:
-            _override(doc.data, key, value, self.file)
+            _override(doc.data, key, value, self.file, keys)
         return validate_document(doc)
 
 
+PROMPT_REF_HINT = (
+    "write --set NODE.prompt_ref=NAME@VERSION (e.g. write_prompt@3) or NAME@ALIAS "
+    "(e.g. write_prompt@production); or a YAML mapping: '{name: write_prompt, version: 3}'"
+)
+_PROMPT_NAME = r"[A-Za-z0-9_.-]+"  # config.schema.PromptRef.name
+_PROMPT_REF = re.compile(
+    rf"(?:prompts:/)?(?P<name>{_PROMPT_NAME})(?:@(?P<at>[A-Za-z0-9_.-]+)|/(?P<version>\d+))"
+)
+
+
+def parse_prompt_ref(text: str, key: str = "prompt_ref") -> dict[str, Any]:
+    """``name@3`` / ``name/3`` (a version), ``name@production`` (an alias; MLflow's
+    ``prompts:/…`` form too), or a YAML flow mapping, as a ``prompt_ref`` mapping;
+    ``InputError`` naming ``--set key`` otherwise."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    value = text.strip()
+    if value.startswith("{"):
+        try:
+            found = YAML(typ="safe").load(value)
+        except YAMLError:
+            found = None
+        if isinstance(found, dict):
+            return found  # the schema checks its keys, as in the file
+    match = _PROMPT_REF.fullmatch(value)
+    if match is None:
+        raise InputError(
+            Issue(f"--set {key}={text!r} is not a registry prompt reference", hint=PROMPT_REF_HINT)
+        )
+    at, version = match.group("at"), match.group("version")
+    if version is None and at is not None and at.isdigit():
+        version, at = at, None  # name@3: a version number
+    if version is not None:
+        if int(version) < 1:
+            raise InputError(
+                Issue(f"--set {key}={text!r}: versions start at 1", hint=PROMPT_REF_HINT)
+            )
+        return {"name": match.group("name"), "version": int(version)}
+    return {"name": match.group("name"), "alias": at}
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    """``["write.prompt=Be brief: {topic}"]`` → ``{"write.prompt": "Be brief: {topic}"}``."""
+    """``["write.prompt=Be brief: {topic}"]`` → ``{"write.prompt": "Be brief: {topic}"}``
+    (a ``NODE.prompt_ref`` value is checked here, before any batch starts)."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -68,14 +113,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
             raise InputError(
                 Issue(
                     f"--set {pair!r} is not node.key=value",
-                    hint="e.g. --set write.prompt='Write two sentences about {topic}.'",
+                    hint="e.g. --set write.prompt='Write two sentences about {topic}.', or "
+                    "--set write.prompt_ref=write_prompt@3",
                 )
             )
+        if attr == "prompt_ref":
+            parse_prompt_ref(value, key.strip())
         out[key.strip()] = value
     return out
 
 
-def _override(data: Any, key: str, value: str, file: str) -> None:
+def _override(
+    data: Any, key: str, value: str, file: str, keys: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """Apply ``--set key=value`` to the workflow's parsed YAML ``data``. ``NODE.prompt`` /
+    ``NODE.prompt_ref`` replace the node's prompt: the other one is dropped (a registry
+    version wins over an inline prompt, which is only its fallback; and the version named
+    must run, not the fallback), unless both are set."""
     from ruamel.yaml import YAML
 
     node_id, _, attr = key.partition(".")
@@ -97,9 +151,14 @@ def _override(data: Any, key: str, value: str, file: str) -> None:
     for part in path:
         target = target.setdefault(part, {})
     parsed: Any = value
-    if attr != "prompt":  # a prompt is text; other keys take YAML values (numbers, lists)
+    if attr == "prompt_ref":
+        parsed = parse_prompt_ref(value, key)
+    elif attr != "prompt":  # a prompt is text; other keys take YAML values (numbers, lists)
         parsed = YAML(typ="safe").load(value) if value.strip() else value
     target[last] = parsed
+    other = {"prompt": "prompt_ref", "prompt_ref": "prompt"}.get(attr)
+    if other is not None and f"{node_id}.{other}" not in keys:
+        node.pop(other, None)
 
 
 _compiled: dict[WorkflowSource, CompiledWorkflow] = {}

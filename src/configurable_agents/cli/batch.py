@@ -286,7 +286,8 @@ def compare_command(
         list[str] | None,
         typer.Option(
             "--set",
-            help="Change the candidate: node.key=value, e.g. write.prompt='...' (repeatable).",
+            help="Change the candidate: node.key=value, e.g. write.prompt='...', or a registry "
+            "prompt: write.prompt_ref=NAME@VERSION or NAME@ALIAS (repeatable).",
             metavar="NODE.KEY=V",
         ),
     ] = None,

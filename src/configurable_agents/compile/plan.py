@@ -29,6 +29,7 @@ from ..tools import resolve_tool
 
 if TYPE_CHECKING:
     from ..pricing import PriceOverrides
+    from ..prompts import PromptSource
     from .judges import CompiledJudge
 
 
@@ -48,6 +49,8 @@ class CompiledNode:
     structured_mode: Literal["json_schema", "per_field"] = "json_schema"
     # ``name/version`` of the registry prompt (``prompt_ref``) the template came from
     prompt_version: str | None = None
+    # an alias ``prompt_ref``: re-resolved at run time after its TTL (``prompt()``)
+    prompt_source: PromptSource | None = field(default=None, repr=False)
     # ``judges:`` with on_fail block / retry on this node, run right after it (run.judges)
     gates: list[CompiledJudge] = field(default_factory=list)
     _structured: Runnable[Any, Any] | None = field(default=None, repr=False)
@@ -56,6 +59,17 @@ class CompiledNode:
     @property
     def id(self) -> str:
         return self.spec.id
+
+    def prompt(self) -> tuple[Template, str | None]:
+        """The template a node visit renders and the registry version it came from: fixed at
+        compile time, except for an alias ``prompt_ref``, whose ``PromptSource`` follows the
+        alias (``template`` / ``prompt_version`` then show the version last used)."""
+        if self.prompt_source is None:
+            return self.template, self.prompt_version
+        template, version = self.prompt_source.current()
+        if template is not self.template:
+            self.template, self.prompt_version = template, version
+        return template, version
 
     def structured(self) -> Runnable[Any, Any]:
         """The model asked for this node's output schema (built once, on first use)."""
@@ -220,6 +234,7 @@ def compile_workflow(workflow: LoadedWorkflow) -> CompiledWorkflow:
             spec=node,
             template=resolved.template if resolved else parse_template(node.prompt or "")[0],
             prompt_version=resolved.version.label if resolved and resolved.version else None,
+            prompt_source=resolved.source if resolved else None,
             output_model=output_model,
             json_schema=schema,
             llm=llm,

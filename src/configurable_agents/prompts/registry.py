@@ -8,15 +8,26 @@ process-wide tracking URI), checks the template's ``{{ field }}`` placeholders a
 state like an inline prompt (issues at the ``prompt_ref``'s line), and returns the parsed
 template with the version used (``name/3``).
 
-Loaded versions are cached per process (per store and prompt URI; an alias is read again
-after ``ALIAS_TTL_SECONDS``). When the registry cannot be read, or the version or alias does
-not exist, a node that also has ``prompt`` runs on it, with one warning per process and
-node; a node without ``prompt`` is a ``PromptRegistryError`` (exit 2) before any call.
+Loaded versions are cached per process (per store and prompt URI). A version number names
+an immutable version: it is read once. An alias can be moved: ``PromptSource`` (held by the
+compiled node) asks the registry again when ``alias_ttl()`` seconds (``CA_PROMPT_ALIAS_TTL``,
+default 60) have passed since the last answer, at most once per TTL per store and alias
+whatever the number of runs or nodes (one run pays one registry call; the runs meanwhile
+keep the version they have), and the node runs on the version found (checked against the
+state first). A refresh that fails keeps the last good version, with one warning until the
+registry answers again.
+
+When the registry cannot be read, or the version or alias does not exist, at compile time, a
+node that also has ``prompt`` runs on it, with one warning per process and node (an alias is
+tried again after the TTL); a node without ``prompt`` is a ``PromptRegistryError`` (exit 2)
+before any call.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import re
 import threading
 import time
@@ -33,7 +44,9 @@ if TYPE_CHECKING:
     from ..config.validate import LoadedWorkflow
 
 log = logging.getLogger("configurable_agents.prompts")
-ALIAS_TTL_SECONDS = 60.0  # MLflow's own default for alias lookups
+ALIAS_TTL_SECONDS = 60.0  # default; MLflow's own for alias lookups
+ALIAS_TTL_ENV = "CA_PROMPT_ALIAS_TTL"
+clock = time.monotonic  # what the TTL is measured with (tests move time forward)
 _VAR = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -73,6 +86,8 @@ class ResolvedPrompt:
     template: Template
     version: LoadedPrompt | None = None
     fallback_reason: str | None = None
+    # an alias ``prompt_ref``: what re-resolves it at run time (None: a fixed version)
+    source: PromptSource | None = None
 
 
 def registry_uri(workflow: LoadedWorkflow) -> str:
@@ -146,8 +161,17 @@ def to_registry_template(template: Template) -> str:
 
 # --------------------------------------------------------------------------- loading
 
-_cache: dict[tuple[str, str], tuple[LoadedPrompt, float]] = {}
-_warned: set[tuple[str, str, str]] = set()
+
+@dataclass(frozen=True)
+class _Entry:
+    prompt: LoadedPrompt
+    checked: float  # clock() of the registry's last answer (or last failed refresh)
+    failing: bool = False  # the last refresh failed (warned once)
+
+
+_cache: dict[tuple[str, str], _Entry] = {}
+_refreshing: set[tuple[str, str]] = set()
+_warned: set[tuple[str, ...]] = set()
 _lock = threading.Lock()
 
 
@@ -155,7 +179,30 @@ def clear_cache() -> None:
     """Forget every loaded version and warning (tests; a long-lived server after a push)."""
     with _lock:
         _cache.clear()
+        _refreshing.clear()
         _warned.clear()
+
+
+def alias_ttl() -> float:
+    """Seconds an alias's version is trusted before the registry is asked again:
+    ``$CA_PROMPT_ALIAS_TTL`` (0: every run asks), else ``ALIAS_TTL_SECONDS``."""
+    raw = os.environ.get(ALIAS_TTL_ENV, "").strip()
+    if not raw:
+        return ALIAS_TTL_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value >= 0:
+        return value
+    if _first(("ttl", raw)):
+        log.warning(
+            "%s=%r is not a number of seconds >= 0; aliases are re-read every %g s",
+            ALIAS_TTL_ENV,
+            raw,
+            ALIAS_TTL_SECONDS,
+        )
+    return ALIAS_TTL_SECONDS
 
 
 def client_for(uri: str) -> Any:
@@ -177,12 +224,54 @@ def client_for(uri: str) -> Any:
 def load_prompt(uri: str, ref: PromptRef) -> LoadedPrompt:
     """The registered version ``ref`` names (cached); ``RegistryUnavailable`` with the reason
     when it cannot be read."""
+    return lookup(uri, ref)[0]
+
+
+def lookup(uri: str, ref: PromptRef) -> tuple[LoadedPrompt, float]:
+    """``load_prompt`` and the ``clock()`` time of the registry answer it comes from.
+
+    A version is read once. An alias is read again once ``alias_ttl()`` has passed (by one
+    caller: the others meanwhile get the version cached); when that refresh fails, the last
+    good version is kept (and counts as checked now: the next try is one TTL later), with one
+    warning until the registry answers again."""
     key = (uri, ref.uri)
-    now = time.monotonic()
+    now = clock()
     with _lock:
         hit = _cache.get(key)
-    if hit is not None and (ref.alias is None or now - hit[1] < ALIAS_TTL_SECONDS):
-        return hit[0]
+        if hit is not None:
+            if ref.alias is None or now - hit.checked < alias_ttl() or key in _refreshing:
+                return hit.prompt, hit.checked
+            _refreshing.add(key)
+    try:
+        loaded = _fetch(uri, ref)
+    except RegistryUnavailable as exc:
+        if hit is None:
+            raise
+        with _lock:
+            _cache[key] = _Entry(hit.prompt, now, failing=True)
+        if not hit.failing:
+            log.warning(
+                "cannot refresh %s from %s (%s); still running on %s, tried again every %g s",
+                ref.uri,
+                mask_url(uri),
+                exc,
+                hit.prompt.label,
+                alias_ttl(),
+            )
+        return hit.prompt, now
+    finally:
+        if hit is not None:
+            with _lock:
+                _refreshing.discard(key)
+    with _lock:
+        _cache[key] = _Entry(loaded, now)
+    if hit is not None and hit.prompt != loaded:
+        log.info("%s now names %s (was %s)", ref.uri, loaded.label, hit.prompt.label)
+    return loaded, now
+
+
+def _fetch(uri: str, ref: PromptRef) -> LoadedPrompt:
+    """One read of the registry (no cache)."""
     client = client_for(uri)
     try:
         found = client.load_prompt(ref.uri, allow_missing=True)
@@ -197,19 +286,114 @@ def load_prompt(uri: str, ref: PromptRef) -> LoadedPrompt:
         raise RegistryUnavailable(
             f"prompt '{ref.name}' version {found.version} is a chat prompt; nodes take text prompts"
         )
-    loaded = LoadedPrompt(found.name, int(found.version), str(found.template))
+    return LoadedPrompt(found.name, int(found.version), str(found.template))
+
+
+def _first(key: tuple[str, ...]) -> bool:
+    """True the first time ``key`` is seen in this process (one warning per key)."""
     with _lock:
-        _cache[key] = (loaded, now)
-    return loaded
+        if key in _warned:
+            return False
+        _warned.add(key)
+        return True
+
+
+# --------------------------------------------------------------------------- run time
+
+
+class PromptSource:
+    """The template of a node whose ``prompt_ref`` names an alias, as runs should use it.
+
+    ``current()`` is on every node visit's path: while the last answer is younger than the
+    TTL it is a clock read and a comparison. Past it, the one caller that takes the lock asks
+    ``lookup`` (one registry call per TTL and alias in the process, however many sources and
+    runs); the others run on the version they have. A new version is checked against the
+    state like at compile time; one that does not fit is not used (one warning per version).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        ref: PromptRef,
+        node: str,
+        state: Any,
+        resolved: ResolvedPrompt,
+        checked: float,
+    ) -> None:
+        self.uri = uri
+        self.ref = ref
+        self.node = node
+        self._state = state  # field name -> TypeRef (LoadedWorkflow.state_types)
+        self._loaded = resolved.version
+        self._current = (resolved.template, resolved.version.label if resolved.version else None)
+        self._next = checked + alias_ttl()
+        self._lock = threading.Lock()
+
+    def current(self) -> tuple[Template, str | None]:
+        """The template to render and its ``name/version`` (None: the fallback ``prompt``)."""
+        if clock() < self._next or not self._lock.acquire(blocking=False):
+            return self._current
+        try:
+            self._refresh()
+        finally:
+            self._lock.release()
+        return self._current
+
+    def _refresh(self) -> None:
+        try:
+            loaded, checked = lookup(self.uri, self.ref)
+        except RegistryUnavailable:  # never loaded (the node runs on its fallback): later
+            self._next = clock() + alias_ttl()
+            return
+        self._next = checked + alias_ttl()
+        if loaded == self._loaded:
+            return
+        template, problems = check_template(loaded, self._state, loaded.label)
+        if problems:
+            if _first(("invalid", self.uri, self.ref.uri, self.node, loaded.label)):
+                keeps = self._current[1] or "its inline prompt"
+                log.warning(
+                    "node '%s': %s now names %s, which does not fit the workflow (%s); "
+                    "still running on %s",
+                    self.node,
+                    self.ref.uri,
+                    loaded.label,
+                    "; ".join(message for message, _ in problems),
+                    keeps,
+                )
+            return
+        self._loaded = loaded
+        self._current = (template, loaded.label)
 
 
 # --------------------------------------------------------------------------- resolving
 
 
+def check_template(
+    loaded: LoadedPrompt, state: Any, where: str
+) -> tuple[Template, list[tuple[str, str | None]]]:
+    """A registry version's parsed template and its problems against the state fields
+    ``state``, as ``(message, hint)`` whose message starts with ``where``: a bad
+    placeholder, a field the state does not have."""
+    template, problems, used = parse_registry_template(loaded.template)
+    out: list[tuple[str, str | None]] = [(f"{where}: {p.message}", p.hint) for p in problems]
+    for name, _ in used:
+        if name not in state:
+            out.append(
+                (
+                    f"{where} reads {{{{ {name} }}}}, which is not a state field",
+                    _did_you_mean(name, state)
+                    or f"add '{name}' to state.fields, or register a version without it",
+                )
+            )
+    return template, out
+
+
 def resolve_prompts(workflow: LoadedWorkflow) -> dict[str, ResolvedPrompt]:
     """The registry template of every node with a ``prompt_ref`` (by node id), validated
     against the state; raises ``WorkflowValidationError`` for bad placeholders and
-    ``PromptRegistryError`` when a version without fallback cannot be loaded."""
+    ``PromptRegistryError`` when a version without fallback cannot be loaded. An alias's
+    ``ResolvedPrompt`` carries the ``PromptSource`` that re-reads it at run time."""
     from ..config.template import parse_template
 
     nodes = [(i, n) for i, n in enumerate(workflow.spec.nodes) if n.prompt_ref is not None]
@@ -226,7 +410,7 @@ def resolve_prompts(workflow: LoadedWorkflow) -> dict[str, ResolvedPrompt]:
         path: tuple[str | int, ...] = ("nodes", i, "prompt_ref")
         line = doc.line_of(path)
         try:
-            loaded = load_prompt(uri, ref)
+            loaded, checked = lookup(uri, ref)
         except RegistryUnavailable as exc:
             reason = str(exc)
             if node.prompt is None:
@@ -243,25 +427,15 @@ def resolve_prompts(workflow: LoadedWorkflow) -> dict[str, ResolvedPrompt]:
                 )
                 continue
             _warn_once(uri, ref.uri, node.id, reason)
-            out[node.id] = ResolvedPrompt(parse_template(node.prompt)[0], None, reason)
+            resolved = ResolvedPrompt(parse_template(node.prompt)[0], None, reason)
+            out[node.id] = _with_source(uri, ref, node.id, workflow, resolved, clock())
             continue
-        template, problems, used = parse_registry_template(loaded.template)
         where = f"node '{node.id}' ({loaded.label} in the registry)"
-        for p in problems:
-            issues.append(Issue(f"{where}: {p.message}", doc.file, line, p.hint, path))
-        for name, _ in used:
-            if name not in workflow.state_types:
-                issues.append(
-                    Issue(
-                        f"{where} reads {{{{ {name} }}}}, which is not a state field",
-                        doc.file,
-                        line,
-                        _did_you_mean(name, workflow.state_types)
-                        or f"add '{name}' to state.fields, or register a version without it",
-                        path,
-                    )
-                )
-        out[node.id] = ResolvedPrompt(template, loaded)
+        template, problems = check_template(loaded, workflow.state_types, where)
+        for message, hint in problems:
+            issues.append(Issue(message, doc.file, line, hint, path))
+        resolved = ResolvedPrompt(template, loaded)
+        out[node.id] = _with_source(uri, ref, node.id, workflow, resolved, checked)
     if issues:
         raise WorkflowValidationError(issues + missing)
     if missing:
@@ -269,12 +443,25 @@ def resolve_prompts(workflow: LoadedWorkflow) -> dict[str, ResolvedPrompt]:
     return out
 
 
+def _with_source(
+    uri: str,
+    ref: PromptRef,
+    node: str,
+    workflow: LoadedWorkflow,
+    resolved: ResolvedPrompt,
+    checked: float,
+) -> ResolvedPrompt:
+    if ref.alias is None:
+        return resolved
+    from dataclasses import replace
+
+    source = PromptSource(uri, ref, node, workflow.state_types, resolved, checked)
+    return replace(resolved, source=source)
+
+
 def _warn_once(uri: str, prompt_uri: str, node: str, reason: str) -> None:
-    key = (uri, prompt_uri, node)
-    with _lock:
-        if key in _warned:
-            return
-        _warned.add(key)
+    if not _first((uri, prompt_uri, node)):
+        return
     log.warning(
         "node '%s': cannot load %s (%s); running on its inline prompt", node, prompt_uri, reason
     )

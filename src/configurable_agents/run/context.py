@@ -62,7 +62,9 @@ class RunContext:
         self._counters: dict[str, int] = {}  # per-run counters of the providers (CallScope)
         self._counters_lock = threading.Lock()
 
-    def start_node(self, node: CompiledNode) -> NodeRun:
+    def start_node(self, node: CompiledNode, prompt_version: str | None = None) -> NodeRun:
+        """Record a node visit; ``prompt_version``: the registry version its prompt came from
+        (``CompiledNode.prompt()``)."""
         now = time.perf_counter()
         with self.changed:
             if self.abandoned:
@@ -76,7 +78,7 @@ class RunContext:
                 started_ns=time.time_ns(),
                 provider=node.provider.name,
                 model=node.model_name,
-                prompt_version=node.prompt_version,
+                prompt_version=prompt_version,
             )
             self.nodes.append(record)
             self.current = record

@@ -31,6 +31,7 @@ from .result import NodeRun, ToolCall
 
 if TYPE_CHECKING:
     from ..compile.plan import CompiledNode
+    from ..config.template import Template
     from ..providers.base import StructuredReply
     from .context import RunContext
 
@@ -40,10 +41,11 @@ MAX_TOOL_ROUNDS = 8
 def make_node_function(node: CompiledNode) -> Callable[[dict[str, Any], RunnableConfig], dict]:
     def run_node(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         ctx: RunContext = config["configurable"]["ca_run"]
-        record = ctx.start_node(node)
+        template, version = node.prompt()  # an alias prompt_ref: the version it names now
+        record = ctx.start_node(node, version)
         started = time.perf_counter()
         try:
-            updates = _execute(node, state, config, ctx, record)
+            updates = _execute(node, template, state, config, ctx, record)
             if node.gates:  # on_fail block / retry judges of this node
                 from .judges import gate
 
@@ -54,7 +56,7 @@ def make_node_function(node: CompiledNode) -> Callable[[dict[str, Any], Runnable
                     ctx,
                     record,
                     updates,
-                    lambda feedback: _execute(node, state, config, ctx, record, feedback),
+                    lambda feedback: _execute(node, template, state, config, ctx, record, feedback),
                 )
         except BaseException as exc:
             record.status = "failed"
@@ -71,15 +73,17 @@ def make_node_function(node: CompiledNode) -> Callable[[dict[str, Any], Runnable
 
 def _execute(
     node: CompiledNode,
+    template: Template,
     state: dict[str, Any],
     config: RunnableConfig,
     ctx: RunContext,
     record: NodeRun,
     feedback: str | None = None,
 ) -> dict[str, Any]:
-    """One attempt at the node's output; ``feedback``: a failed judge's verdict on the last
-    one (``run.judges``), sent after the prompt."""
-    prompt = node.template.render(state)
+    """One attempt at the node's output with ``template`` (the visit's, ``node.prompt()``);
+    ``feedback``: a failed judge's verdict on the last one (``run.judges``), sent after the
+    prompt."""
+    prompt = template.render(state)
     record.prompt = prompt
     messages: list[BaseMessage] = [HumanMessage(prompt)]
     if feedback:

@@ -19,10 +19,9 @@ import itertools
 from typing import Any, Literal
 
 from ...exceptions import InputError, Issue
-from . import rollup
+from . import indexes, rollup
 from .model import BUCKET_MS, WORKFLOW_PREFIX, CallGroup, Filters, Groups, TraceGroup, workflow_of
 from .store import (
-    REPORT_INDEXES,
     SQLITE_CHAT_TOKENS,
     SQLITE_NODE_TOKENS,
     UnknownSchema,
@@ -60,10 +59,15 @@ def ensure_report_indexes(
 ) -> list[str]:
     """Make reports fast on a SQL store; return what was created or rebuilt.
 
-    * SQLite: ``CREATE INDEX IF NOT EXISTS`` on MLflow's ``spans`` table: partial indexes
-      over the AGENT and CHAT_MODEL spans holding the node / model, cost and the token
-      attributes, so span queries read them without parsing span JSON (a few seconds per
-      100 000 traces, once; each later trace costs microseconds more to write).
+    * SQLite: partial indexes on MLflow's ``spans`` table over the AGENT and CHAT_MODEL spans
+      holding the node / model, cost and the token attributes, so span queries read them
+      without parsing span JSON, and on ``assessments`` over the judge results (a few seconds
+      per 100 000 traces, once; each later trace costs microseconds more to write); one
+      whose definition changed since the store was indexed is rebuilt (``indexes``).
+    * PostgreSQL: partial indexes for ``report quality`` (the judge results) and ``report
+      prompts`` (the node spans run on a registry prompt), ``store.POSTGRES_REPORT_INDEXES``;
+      the writer's first open creates them on a store of at most ``WRITER_BACKFILL_LIMIT``
+      traces (building them blocks its writers meanwhile), ``report index`` on any.
     * SQLite and PostgreSQL: the rollup table (``rollup``), filled from the existing traces
       when it is created (mode ``"new"``, the writer's: only on a store of at most
       ``WRITER_BACKFILL_LIMIT`` traces; a bigger one waits for ``report index``, and reports
@@ -93,18 +97,18 @@ def ensure_report_indexes(
                     hint="reports still work (through MLflow's search_traces, slower)",
                 )
             ) from None
-        if kind == "sqlite":
-            existing = _sqlite_indexes(conn)
-            for name, (table, columns, where) in REPORT_INDEXES.items():
-                if name not in existing:
-                    conn.exec_driver_sql(
-                        f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)}) "
-                        f"WHERE {where}"
-                    )
-                    done.append(name)
+        traces: int | None = None
+
+        def small() -> bool:  # what the writer's first open may fill or index
+            nonlocal traces
+            if traces is None:
+                traces = conn.exec_driver_sql("SELECT COUNT(*) FROM trace_info").scalar() or 0
+            return rollup_mode != "new" or traces <= WRITER_BACKFILL_LIMIT
+
+        if kind == "sqlite" or (indexes.missing(conn) and small()):
+            done += indexes.create(conn)
         if rollup.ROLLUP not in names:
-            traces = conn.exec_driver_sql("SELECT COUNT(*) FROM trace_info").scalar() or 0
-            if rollup_mode != "new" or traces <= WRITER_BACKFILL_LIMIT:
+            if small():
                 rollup.create(conn)
                 rollup.rebuild(conn)
                 done.append(rollup.ROLLUP)
@@ -119,21 +123,17 @@ def ensure_report_indexes(
     return done
 
 
-def _sqlite_indexes(conn: Any) -> set[str]:
-    query = "SELECT name FROM sqlite_master WHERE type = 'index'"
-    return {row[0] for row in conn.exec_driver_sql(query)}
-
-
 def missing_report_indexes(tracking_uri: str) -> list[str]:
-    """The report indexes a SQLite store lacks (``[]`` for other databases)."""
+    """The report indexes a SQLite store lacks or has with an older definition (``[]`` for
+    other databases: this is the span-report tip's question, and PostgreSQL's report
+    indexes serve ``report quality`` and ``report prompts`` only)."""
     from ..trace.targets import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if scheme(uri) != "sqlite":
         return []
     with connect(uri) as conn:
-        existing = _sqlite_indexes(conn)
-    return [name for name in REPORT_INDEXES if name not in existing]
+        return indexes.missing(conn)
 
 
 # --------------------------------------------------------------------------- selection

@@ -342,6 +342,9 @@ REPORT_INDEXES = {
         "assessment_type = 'feedback' AND aggregate_value IS NOT NULL "
         "AND name NOT IN ('cost_usd', 'total_tokens')",
     ),
+    # report quality (``INDEXED BY``: without statistics SQLite prefers MLflow's index on
+    # assessment_type, which holds every feedback row). Covering: SQLite (before 3.41)
+    # reads an indexed expression's columns from the index only when they are in it too.
     "ca_report_judges": (
         "assessments",
         [
@@ -352,8 +355,36 @@ REPORT_INDEXES = {
             "aggregate_value",
             SQLITE_JUDGE_PASSED,
             "trace_id",
+            "assessment_type",
+            "assessment_metadata",
         ],
         JUDGE_WHERE,
+    ),
+}
+
+# PostgreSQL: the same reads. ``report quality`` groups the judge results by their metadata
+# text (report.quality.raw_metadata: no JSON parsed per row) and can read them all from this
+# partial index (an index-only scan: every column it names is in it; our judges' metadata is
+# a few short keys). The conditions are the ones the queries state, verbatim
+# (report.quality; ``type = 'AGENT'`` in report.sql's spans_where), so the planner proves the
+# partial indexes apply whatever the driver's parameter binding.
+PG_JUDGE_WHERE = "assessment_type = 'feedback' AND assessment_metadata LIKE '%\"on_fail\"%'"
+PG_PROMPT_VERSION = "(CAST(content AS JSON) -> 'attributes' ->> 'node.prompt_version')"
+POSTGRES_REPORT_INDEXES = {
+    # name: (table, key columns, INCLUDE columns, partial-index condition)
+    "ca_report_judges": (
+        "assessments",
+        ["experiment_id", "name", "trace_timestamp_ms"],
+        ["aggregate_value", "assessment_metadata", "trace_id"],
+        PG_JUDGE_WHERE,
+    ),
+    # report prompts: only the node spans that ran on a registry prompt version (their
+    # tokens are in the span JSON, which no index can hold: the rows are read)
+    "ca_report_prompt_spans": (
+        "spans",
+        [PG_PROMPT_VERSION, "name"],
+        ["trace_id"],
+        f"type = 'AGENT' AND {PG_PROMPT_VERSION} IS NOT NULL",
     ),
 }
 

@@ -12,9 +12,19 @@ export MLFLOW_DISABLE_TELEMETRY = true
 
 .PHONY: install example test nightly lint format bench taskset clean
 
+# pip keys its cache of built wheels by version only, so a machine whose cache holds a
+# -march=native build would keep installing it whatever CMAKE_ARGS say. Build llama-cpp-python
+# once per CMAKE_ARGS into a wheelhouse named by their hash and install from there.
+LLAMA_CPP_VERSION ?= 0.3.36
+WHEELHOUSE ?= $(HOME)/.cache/configurable-agents/wheels/$(shell printf '%s' "$(CMAKE_ARGS)" | sha1sum | cut -c1-12)
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		$(PY) -m pip wheel --quiet --no-cache-dir --no-deps -w $(WHEELHOUSE) \
+			llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(PY) -m pip install --quiet $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(PY) -m pip install --quiet -e ".[local,mlflow,server,pii,batch,ray,dev]"
 	touch $@
 

@@ -1,9 +1,10 @@
 """An alias ``prompt_ref`` followed at run time (``prompts.registry.PromptSource``): a workflow
-compiled once (as ``serve`` holds it) runs on the version the alias names now, re-read after
-the TTL (``CA_PROMPT_ALIAS_TTL``, default 60 s) with one registry call per TTL, never on the
-hot path otherwise; a version number is read once; a failed refresh keeps the last good
-version with one warning; a new version that does not fit the state is not used. On a real
-SQLite MLflow store, with the clock moved forward instead of waiting."""
+compiled once (as ``serve`` holds it) runs on the version the alias names now, re-read after the
+TTL (``CA_PROMPT_ALIAS_TTL``, default 60 s) with one registry call per TTL, on a thread of its
+own (no run waits for it; the run that starts it keeps the version it has); a version number is
+read once; a failed refresh keeps the last good version with one warning; a new version that
+does not fit the state is not used. On a real SQLite MLflow store, with the clock moved forward
+instead of waiting."""
 
 from __future__ import annotations
 
@@ -113,6 +114,11 @@ def run(workflow: Any, topic: str = "bees") -> Any:
     return result
 
 
+def refreshed() -> None:
+    """Wait for the refresh a run past the TTL started (it never waits itself)."""
+    assert registry.join_refreshes(30)
+
+
 def used(result: Any) -> tuple[str, str | None]:
     node = result.nodes[0]
     return node.prompt, node.prompt_version
@@ -137,6 +143,8 @@ def test_a_moved_alias_reaches_a_compiled_workflow_after_the_ttl(tmp_path, clock
     assert used(run(workflow)) == ("v1 about bees", "write_prompt/1")  # within the TTL
     assert calls == []  # ... the runs never asked the registry
     clock.advance(1)
+    assert used(run(workflow)) == ("v1 about bees", "write_prompt/1")  # starts the refresh
+    refreshed()
     second = run(workflow)
     assert used(second) == ("v2 about bees", "write_prompt/2")
     assert calls == ["prompts:/write_prompt@production"]  # one call for the refresh
@@ -166,8 +174,8 @@ def test_a_version_number_is_never_read_again(tmp_path, clock, monkeypatch):
 
 
 def test_one_registry_call_per_ttl_however_many_runs_at_once(tmp_path, clock, monkeypatch):
-    """Past the TTL, the run that takes the refresh asks the registry; the others run on the
-    version they have meanwhile, without waiting."""
+    """Past the TTL, one visit starts the refresh; every visit (that one too) runs on the
+    version it has meanwhile, without waiting for the registry."""
     uri = store(tmp_path, "v1 about {{ topic }}", "v2 about {{ topic }}")
     workflows = [compiled(tmp_path, uri), compiled(tmp_path, uri)]  # two nodes, one alias
     client(uri).set_prompt_alias("write_prompt", "production", 2)
@@ -188,9 +196,10 @@ def test_one_registry_call_per_ttl_however_many_runs_at_once(tmp_path, clock, mo
         t.start()
     for t in threads:
         t.join()
+    assert max(quick) < 0.25  # the registry answers in 0.5 s: no visit waited for it
+    assert versions == ["write_prompt/1"] * 9
+    refreshed()
     assert calls == ["prompts:/write_prompt@production"]
-    assert sorted(quick)[-2] < 0.25  # only the refreshing visit waited for the registry
-    assert "write_prompt/2" in versions and "write_prompt/1" in versions
     # the other workflow's node, refreshed by the first, needs no call of its own
     assert {w.nodes["write"].prompt()[1] for w in workflows} == {"write_prompt/2"}
     assert len(calls) == 1
@@ -209,7 +218,9 @@ def test_a_failed_refresh_keeps_the_last_good_version_with_one_warning(
         for _ in range(3):
             clock.advance(registry.ALIAS_TTL_SECONDS)
             assert used(run(workflow)) == ("v1 about bees", "write_prompt/1")
+            refreshed()
             assert used(run(workflow))[1] == "write_prompt/1"  # no retry within the TTL
+            assert registry.join_refreshes(0)
         warnings = prompt_warnings(caplog)
         assert len(warnings) == 1, warnings
         assert "prompts:/write_prompt@production" in warnings[0]
@@ -220,6 +231,8 @@ def test_a_failed_refresh_keeps_the_last_good_version_with_one_warning(
         (tmp_path / "away.db").rename(db)
         client(uri).set_prompt_alias("write_prompt", "production", 2)
         clock.advance(registry.ALIAS_TTL_SECONDS)
+        run(workflow)
+        refreshed()
         assert used(run(workflow)) == ("v2 about bees", "write_prompt/2")
     assert len(prompt_warnings(caplog)) == 1
     assert any("now names write_prompt/2" in r.getMessage() for r in caplog.records)
@@ -238,8 +251,10 @@ def test_a_registry_error_during_refresh_is_a_warning_not_a_failed_run(
     clock.advance(registry.ALIAS_TTL_SECONDS)
     with caplog.at_level(logging.WARNING, logger="configurable_agents.prompts"):
         assert used(run(workflow))[1] == "write_prompt/1"
+        refreshed()
         clock.advance(registry.ALIAS_TTL_SECONDS)
         assert used(run(workflow))[1] == "write_prompt/1"
+        refreshed()
     (warning,) = prompt_warnings(caplog)
     assert "the registry cannot be read: registry down" in warning
 
@@ -253,6 +268,8 @@ def test_a_new_version_that_does_not_fit_the_state_is_not_used(
     with caplog.at_level(logging.WARNING, logger="configurable_agents.prompts"):
         for _ in range(2):
             clock.advance(registry.ALIAS_TTL_SECONDS)
+            assert used(run(workflow)) == ("v1 about bees", "write_prompt/1")
+            refreshed()
             assert used(run(workflow)) == ("v1 about bees", "write_prompt/1")
     (warning,) = prompt_warnings(caplog)
     assert "write_prompt/2 reads {{ reader }}, which is not a state field" in warning
@@ -269,6 +286,8 @@ def test_an_alias_missing_at_compile_time_is_picked_up_later(tmp_path, clock, ca
         client(uri).set_prompt_alias("write_prompt", "production", 1)
         assert used(run(workflow)) == ("Inline bees", None)
         clock.advance(registry.ALIAS_TTL_SECONDS)
+        assert used(run(workflow)) == ("Inline bees", None)  # starts the refresh
+        refreshed()
         assert used(run(workflow)) == ("v1 about bees", "write_prompt/1")
     assert len(prompt_warnings(caplog)) == 1
 
@@ -314,4 +333,6 @@ def test_serve_follows_the_alias(tmp_path, clock, monkeypatch):
         client(uri).set_prompt_alias("write_prompt", "production", 2)
         assert version() == "write_prompt/1"
         clock.advance(registry.ALIAS_TTL_SECONDS)
+        assert version() == "write_prompt/1"  # this run starts the refresh, without waiting
+        refreshed()
         assert version() == "write_prompt/2"

@@ -12,10 +12,10 @@ Loaded versions are cached per process (per store and prompt URI). A version num
 an immutable version: it is read once. An alias can be moved: ``PromptSource`` (held by the
 compiled node) asks the registry again when ``alias_ttl()`` seconds (``CA_PROMPT_ALIAS_TTL``,
 default 60) have passed since the last answer, at most once per TTL per store and alias
-whatever the number of runs or nodes (one run pays one registry call; the runs meanwhile
-keep the version they have), and the node runs on the version found (checked against the
-state first). A refresh that fails keeps the last good version, with one warning until the
-registry answers again.
+whatever the number of runs or nodes, on a thread of its own (no run waits for the registry:
+the runs meanwhile keep the version they have), and later visits run on the version found
+(checked against the state first). A refresh that fails keeps the last good version, with
+one warning until the registry answers again.
 
 When the registry cannot be read, or the version or alias does not exist, at compile time, a
 node that also has ``prompt`` runs on it, with one warning per process and node (an alias is
@@ -172,7 +172,24 @@ class _Entry:
 _cache: dict[tuple[str, str], _Entry] = {}
 _refreshing: set[tuple[str, str]] = set()
 _warned: set[tuple[str, ...]] = set()
+_threads: set[threading.Thread] = set()  # alias refreshes under way
 _lock = threading.Lock()
+
+
+def join_refreshes(timeout: float = 30.0) -> bool:
+    """Wait until the alias refreshes under way have finished (tests; a server that wants the
+    new version before its next run); False if some are still running after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _lock:
+            pending = list(_threads)
+        if not pending:
+            return True
+        for thread in pending:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if time.monotonic() >= deadline:
+            with _lock:
+                return not _threads
 
 
 def clear_cache() -> None:
@@ -305,10 +322,11 @@ class PromptSource:
     """The template of a node whose ``prompt_ref`` names an alias, as runs should use it.
 
     ``current()`` is on every node visit's path: while the last answer is younger than the
-    TTL it is a clock read and a comparison. Past it, the one caller that takes the lock asks
-    ``lookup`` (one registry call per TTL and alias in the process, however many sources and
-    runs); the others run on the version they have. A new version is checked against the
-    state like at compile time; one that does not fit is not used (one warning per version).
+    TTL it is a clock read and a comparison. Past it, the one caller that takes the lock starts
+    ``lookup`` on a thread (one registry call per TTL and alias in the process, however many
+    sources and runs); every run meanwhile runs on the version it has. A new version is
+    checked against the state like at compile time; one that does not fit is not used (one
+    warning per version).
     """
 
     def __init__(
@@ -330,14 +348,43 @@ class PromptSource:
         self._lock = threading.Lock()
 
     def current(self) -> tuple[Template, str | None]:
-        """The template to render and its ``name/version`` (None: the fallback ``prompt``)."""
+        """The template to render and its ``name/version`` (None: the fallback ``prompt``).
+
+        Past the TTL, the visit that takes the lock starts the refresh on a thread of its own
+        and runs on the version it has, like every other visit meanwhile: no run waits for the
+        registry. With a TTL of 0 (``CA_PROMPT_ALIAS_TTL=0``: every run asks) the visit asks
+        and waits, so that each run uses what the alias names when it starts."""
         if clock() < self._next or not self._lock.acquire(blocking=False):
             return self._current
+        if alias_ttl() == 0:
+            try:
+                self._refresh()
+            finally:
+                self._lock.release()
+            return self._current
+        thread = threading.Thread(
+            target=self._refresh_then_release, daemon=True, name="configurable-agents-prompt"
+        )
+        with _lock:
+            _threads.add(thread)
         try:
-            self._refresh()
-        finally:
+            thread.start()
+        except RuntimeError:  # the interpreter is shutting down: no refresh, no harm
+            with _lock:
+                _threads.discard(thread)
             self._lock.release()
         return self._current
+
+    def _refresh_then_release(self) -> None:
+        try:
+            self._refresh()
+        except Exception:  # never raised into a run; the next TTL tries again
+            log.warning("refreshing %s failed", self.ref.uri, exc_info=True)
+            self._next = clock() + alias_ttl()
+        finally:
+            self._lock.release()
+            with _lock:
+                _threads.discard(threading.current_thread())
 
     def _refresh(self) -> None:
         try:

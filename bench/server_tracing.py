@@ -156,10 +156,12 @@ def throughput(tmp: Path, workflow: Path, env: dict[str, str], args: Any) -> flo
             s.stop()
     errors = sum(s.errors for s in servers)
     ratio = rates["ours"] / rates["bare"]
+    cpu = {s.side: 1000 * s.cpu_s / len(s.latencies) if s.latencies else 0.0 for s in servers}
     print(
         f"1. throughput, {args.requests} requests/side at concurrency {args.concurrency}: "
         f"ours traced {rates['ours']:.0f} req/s, bare {rates['bare']:.0f} req/s, "
-        f"{ratio:.2f}x (target >= {TARGET}x), {errors} error(s)"
+        f"{ratio:.2f}x (target >= {TARGET}x), {errors} error(s); server CPU ms/req: "
+        f"ours {cpu['ours']:.2f}, bare {cpu['bare']:.2f}; load average {os.getloadavg()[0]:.1f}"
     )
     took = flush(workflow, env)
     print(f"   the spool drained by flush in {took:.1f} s after the load")

@@ -54,6 +54,13 @@ LINGER = 30.0
 EXITED_AT = "drainer_exited_at"  # spool counter: when a detached drainer last exited (epoch s)
 GIVE_UP = 300.0
 WARN_EVERY = 60.0
+# A detached drainer under a steady stream of runs (a busy server) would otherwise write each
+# trace as it arrives, one transaction each, and use several ms of CPU per trace that the
+# runs need. After a batch that was not full it rests so that writing takes at most DUTY of
+# its time (at most MAX_REST seconds): the next batch holds what arrived meanwhile, so the
+# cost per trace falls as the load rises, and a trickle of runs still lands within ~0.1 s.
+DUTY = 0.05
+MAX_REST = 1.0
 
 
 @dataclass
@@ -153,6 +160,7 @@ class Drainer:
         self.warn = False  # log a warning (once per sink per minute) when a sink fails
         self.hold = False  # keep sink locks while idle (a lingering detached drainer)
         self.last_success = time.monotonic()
+        self.busy = 0.0  # seconds spent writing batches (not opening sinks), in all
 
     def target(self, state: SinkState) -> dict[str, Any] | None:
         """The sink's real target, or None when it needs a secret nobody gave us (or is of a
@@ -207,11 +215,14 @@ class Drainer:
                 factory = self.factories.get(state.kind, partial(open_sink, state.kind))
                 sink = factory(target, self.spool.path)
                 self._sinks[state.id] = sink
+            began = time.monotonic()
             result = sink.write(batch)
         except Exception as exc:  # noqa: BLE001 - the sink is down: retry the batch later
             message = self._scrub(f"{type(exc).__name__}: {exc}")
             result = WriteResult(failed={record_id: message for record_id, _ in batch})
             self._drop_sink(state.id)
+        else:
+            self.busy += time.monotonic() - began
         self.spool.delivered(state.id, result.delivered)
         if result.delivered:
             self.last_success = time.monotonic()
@@ -322,10 +333,14 @@ class Drainer:
         idle_since = time.monotonic()
         try:
             while True:
-                if self.step():
+                busy = self.busy
+                handled = self.step()
+                if handled:
                     idle_since = time.monotonic()
                     if time.monotonic() - self.last_success > give_up:
                         return
+                    if handled < BATCH:  # rest: see DUTY
+                        time.sleep(min(MAX_REST, (self.busy - busy) * (1 - DUTY) / DUTY))
                     continue
                 if not self.hold:
                     self.release_all()
@@ -382,6 +397,11 @@ def describe(state: SinkState) -> str:
 _started: dict[Path, tuple[int, float]] = {}  # the last drainer started per spool: pid, when
 _children: set[int] = set()  # pids of drainers we started, reaped once they exit
 _start_lock = threading.Lock()
+# When every sink of a run was found served, runs within PROBE_EVERY seconds after it do not
+# probe again (a lock probe is an open, a flock and a close: on a busy server, per run, it
+# adds up); a drainer that exits meanwhile is replaced at the next probe, nothing is lost.
+PROBE_EVERY = 0.5
+_served: dict[tuple[Path, tuple[int, ...]], float] = {}
 
 
 def _reap() -> None:
@@ -400,9 +420,15 @@ def _alive(pid: int) -> bool:
 
 def ensure_drained(spool: Spool, sinks: Sequence[int]) -> None:
     """Start a detached drainer unless one serves each of ``sinks`` already (cheap: one
-    lock probe per sink)."""
-    if all(not sink_is_free(spool, s) for s in sinks):
+    lock probe per sink, at most every ``PROBE_EVERY`` seconds while they are served)."""
+    key = (spool.path, tuple(sinks))
+    now = time.monotonic()
+    if now - _served.get(key, -PROBE_EVERY) < PROBE_EVERY:
         return
+    if all(not sink_is_free(spool, s) for s in sinks):
+        _served[key] = now
+        return
+    _served.pop(key, None)
     with _start_lock:
         _reap()
         last = _started.get(spool.path)

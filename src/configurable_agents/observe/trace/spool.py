@@ -165,6 +165,18 @@ class SinkState:
     written: int
 
 
+class _Append:
+    """One ``Spool.append`` waiting for its group's commit."""
+
+    __slots__ = ("done", "error", "record_id", "row")
+
+    def __init__(self, row: tuple[float, bytes, list[int], float]) -> None:
+        self.row = row
+        self.record_id = 0
+        self.error: BaseException | None = None
+        self.done = False
+
+
 class Spool:
     """One spool file, shared by every thread of this process (and other processes)."""
 
@@ -172,6 +184,8 @@ class Spool:
         self.path = path
         self.max_bytes = default_max_bytes() if max_bytes is None else max_bytes
         self._lock = threading.Lock()
+        self._queue: list[_Append] = []  # appends waiting for the next group commit
+        self._queue_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._sink_ids: dict[str, int] = {}
         self._warned_full = False
@@ -238,12 +252,44 @@ class Spool:
         payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
         ids = [self.sink_id(s) for s in sinks]
         now = time.time()
-        with self._tx() as db:
-            record_id = _insert(db, now, payload, ids, now + hold if hold > 0 else 0.0)
-            self._appends += 1
-            if self._appends % CAP_CHECK_EVERY == 1 or CAP_CHECK_EVERY == 1:
-                self._enforce_cap(db)
-        return record_id
+        mine = _Append((now, payload, ids, now + hold if hold > 0 else 0.0))
+        with self._queue_lock:
+            self._queue.append(mine)
+        # Group commit: the thread that takes the lock commits every append queued by then in
+        # one transaction; the threads that queued meanwhile find theirs done (a busy server
+        # makes one commit per group of runs instead of one each).
+        with self._lock:
+            if not mine.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if mine.error is not None:
+            raise mine.error
+        return mine.record_id
+
+    def _commit(self, batch: list[_Append]) -> None:
+        """Insert ``batch`` in one transaction (the caller holds ``_lock``)."""
+        try:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for append in batch:
+                    append.record_id = _insert(db, *append.row)
+                before, self._appends = self._appends, self._appends + len(batch)
+                if (self._appends - 1) // CAP_CHECK_EVERY != (before - 1) // CAP_CHECK_EVERY:
+                    self._enforce_cap(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except BaseException as exc:  # raised in every thread of the group
+            for append in batch:
+                append.error = exc
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and the like, in this thread too
+        finally:
+            for append in batch:
+                append.done = True
 
     def replace(
         self, record_id: int, record: SpoolRecord | None, sinks: Sequence[SinkRef]

@@ -169,8 +169,7 @@ class Observer:
         if os.environ.get(LEDGER_ENV):
             return Path(os.environ[LEDGER_ENV]).expanduser().resolve()
         obs = compiled.workflow.spec.config.observability
-        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
-        return _spool_path(obs.spool.path, base).with_name("budget.db")
+        return _spool_path(obs.spool.path, compiled.workflow.file).with_name("budget.db")
 
     def budget_spend(
         self, compiled: CompiledWorkflow, all_workflows: bool, start_ms: int, end_ms: int
@@ -249,8 +248,9 @@ class Observer:
         from .trace.spool import FORMAT, SpoolRecord, open_spool
 
         obs = compiled.workflow.spec.config.observability
-        base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
-        spool = open_spool(_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024)
+        spool = open_spool(
+            _spool_path(obs.spool.path, compiled.workflow.file), obs.spool.max_mb * 1024 * 1024
+        )
         record_id = spool.append(SpoolRecord(FORMAT, "run", data), plan.sinks, hold)
         with self._lock:
             self._records.setdefault(spool.path, {})[record_id] = weakref.ref(result)
@@ -454,15 +454,17 @@ def _copy(obj: _T, **changes: Any) -> _T:
 _spool_paths: dict[tuple[str | None, ...], Path] = {}
 
 
-def _spool_path(configured: str | None, base: Path | None) -> Path:
-    """``workflow_spool_path``, remembered per setting and environment (resolving a path
-    touches the file system; the caller's path should not, on every run)."""
+def _spool_path(configured: str | None, workflow_file: str | os.PathLike[str] | None) -> Path:
+    """``workflow_spool_path`` for a workflow file (its folder is the base of a relative
+    setting), remembered per setting and environment (resolving a path touches the file
+    system, and even pathlib's parsing costs: the caller's path should not pay either on
+    every run)."""
     from .trace.spool import SPOOL_ENV, STATE_DIR_ENV, workflow_spool_path
 
     env = os.environ
     key = (
         configured,
-        str(base) if base else None,
+        os.fspath(workflow_file) if workflow_file else None,
         env.get(SPOOL_ENV),
         env.get(STATE_DIR_ENV),
         env.get("XDG_STATE_HOME"),
@@ -471,6 +473,7 @@ def _spool_path(configured: str | None, base: Path | None) -> Path:
     )
     found = _spool_paths.get(key)
     if found is None:
+        base = Path(workflow_file).parent if workflow_file else None
         found = _spool_paths[key] = workflow_spool_path(configured, base)
     return found
 

@@ -186,7 +186,6 @@ def append_assessments(
     """Spool the warn judges' verdicts of a run (kind ``assessments``) for its MLflow sink;
     ``flush()`` waits for the record as for the run's."""
     import weakref
-    from pathlib import Path
 
     from .dispatch import _spool_path
     from .trace.assessments import KIND
@@ -194,8 +193,9 @@ def append_assessments(
     from .trace.spool import FORMAT, SpoolRecord, open_spool
 
     obs = compiled.workflow.spec.config.observability
-    base = Path(compiled.workflow.file).parent if compiled.workflow.file else None
-    spool = open_spool(_spool_path(obs.spool.path, base), obs.spool.max_mb * 1024 * 1024)
+    spool = open_spool(
+        _spool_path(obs.spool.path, compiled.workflow.file), obs.spool.max_mb * 1024 * 1024
+    )
     record_id = spool.append(SpoolRecord(FORMAT, KIND, data), [sink])
     with observer._lock:
         observer._records.setdefault(spool.path, {})[record_id] = weakref.ref(result)

@@ -12,6 +12,7 @@ from configurable_agents.providers.local import (
     DEFAULT_MODEL,
     ChatLocalLlama,
     gemma_path,
+    set_default_threads,
     shared_llama,
     smollm2_path,
 )
@@ -84,6 +85,17 @@ def test_gemma_by_name_uses_the_gemma_format():
 def test_chat_format_option_forces_a_format():
     llama, _ = shared_llama(smollm2_path(), chat_format="chatml")
     assert llama.chat_format == "chatml"
+
+
+def test_processes_sharing_the_cores_load_models_with_their_share(monkeypatch):
+    from configurable_agents.providers import local
+
+    monkeypatch.setattr(local, "_shared_threads", None)  # back to one per core afterwards
+    set_default_threads(1)  # what a batch worker of -c 2 on two cores sets
+    llama, _ = shared_llama(smollm2_path(), seed=4242)  # a seed no other test loads
+    assert llama.n_threads == 1
+    explicit, _ = shared_llama(smollm2_path(), n_threads=2, seed=4242)  # the workflow's wins
+    assert explicit.n_threads == 2
 
 
 def test_structured_output_matches_schema():

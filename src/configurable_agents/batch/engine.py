@@ -74,10 +74,13 @@ def _feed(
 _process_compiled: Any = None
 
 
-def _init_process(source: WorkflowSource) -> None:
+def _init_process(source: WorkflowSource, processes: int) -> None:
     global _process_compiled
     import configurable_agents  # noqa: F401 - installs the observer in this process
 
+    from ..providers.local import set_default_threads, usable_cores
+
+    set_default_threads(usable_cores() // processes)
     _process_compiled = compiled_for(source)
 
 
@@ -87,7 +90,8 @@ def _run_in_process(job: RowJob) -> dict[str, Any]:
 
 class ProcessEngine:
     """Rows in a pool of ``concurrency`` spawned processes, each with the workflow (and its
-    local model) loaded once. Each process spools its own traces (the spool is a file every
+    local model) loaded once, with its share of the cores for llama.cpp's threads. Each
+    process spools its own traces (the spool is a file every
     process appends to) and flushes them when it exits."""
 
     name = "local"
@@ -122,7 +126,7 @@ class ProcessEngine:
             self.concurrency,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_process,
-            initargs=(self.source,),
+            initargs=(self.source, self.concurrency),
         )
         try:
             _feed(jobs, slots, stop, submit)

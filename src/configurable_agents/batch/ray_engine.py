@@ -33,6 +33,7 @@ from .engine import Done
 from .worker import RowJob, WorkflowSource, compiled_for, failed_line, run_row
 
 MAX_ATTEMPTS = 3
+ACTOR_CPUS = 1  # Ray CPUs per actor, and so its local model's llama.cpp threads
 OBJECT_STORE_BYTES = 80 * 1024 * 1024  # a local Ray's object store (rows are small)
 
 
@@ -59,6 +60,9 @@ class BatchWorker:
     def __init__(self, source: WorkflowSource) -> None:
         import configurable_agents  # noqa: F401 - installs the observer in this process
 
+        from ..providers.local import set_default_threads
+
+        set_default_threads(ACTOR_CPUS)  # a local model's threads: the CPUs Ray gave the actor
         self.compiled = compiled_for(source)
         self.pid = os.getpid()
 
@@ -131,7 +135,7 @@ class RayEngine:
 
     def _actor(self) -> Any:
         per_actor = 1 if self.local_model else math.ceil(self.concurrency / self.workers)
-        cls = self.ray.remote(num_cpus=1, max_concurrency=per_actor)(BatchWorker)
+        cls = self.ray.remote(num_cpus=ACTOR_CPUS, max_concurrency=per_actor)(BatchWorker)
         return cls.remote(self.source)
 
     def pids(self) -> list[int]:

@@ -173,6 +173,27 @@ def chat_formats() -> list[str]:
     return sorted(registry._chat_handlers)
 
 
+_shared_threads: int | None = None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under ``taskset``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_default_threads(threads: int) -> None:
+    """Load this process's models with ``n_threads=threads`` (default: one per usable core),
+    for processes that share the cores, each running a model (a batch's worker processes, Ray
+    actors): llama.cpp's threads spin while they wait, so two processes with a thread per core
+    each run several times slower than with half as many. ``n_threads`` in the workflow
+    still wins."""
+    global _shared_threads
+    _shared_threads = max(1, threads)
+
+
 def _load(
     model_path: str, n_ctx: int, n_threads: int | None, seed: int | None, chat_format: str | None
 ) -> _Loaded:
@@ -193,7 +214,7 @@ def _load(
             kwargs: dict[str, Any] = {
                 "model_path": model_path,
                 "n_ctx": n_ctx,
-                "n_threads": n_threads or os.cpu_count() or 1,
+                "n_threads": n_threads or _shared_threads or usable_cores(),
                 "verbose": False,
             }
             if chat_format is not None:

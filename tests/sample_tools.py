@@ -27,6 +27,16 @@ def slow_marker(seconds: float = 5.0) -> str:
     return "slept"
 
 
+def started_marker(seconds: float = 60.0) -> str:
+    """Create a file named after this process in $CA_TEST_STARTED_DIR, then sleep: the file
+    says the process is inside a run."""
+    folder = os.environ.get("CA_TEST_STARTED_DIR")
+    if folder:
+        open(os.path.join(folder, str(os.getpid())), "w").close()
+    time.sleep(seconds)
+    return "slept"
+
+
 def broken(text: str) -> str:
     """Always fails."""
     raise RuntimeError("tool exploded")

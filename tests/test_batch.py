@@ -3,6 +3,7 @@ the batch id on every trace and ``report costs --batch``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -272,6 +273,77 @@ def test_the_process_engine_runs_rows_in_spawned_workers(tmp_path: Path) -> None
     )
     assert sorted(line["row"] for line in lines) == list(range(6))
     assert all(line["status"] == "succeeded" for line in lines)
+
+
+KILLED_PARENT = """\
+import sys, threading
+from configurable_agents.batch.data import open_data
+from configurable_agents.batch.engine import ProcessEngine
+from configurable_agents.batch.worker import RowJob, WorkflowSource
+
+if __name__ == "__main__":  # the workers are spawned: they import this file
+    rows = open_data(sys.argv[2], ["topic", "n", "article"]).rows()
+    jobs = (RowJob.of(r, "b-kill", {}, False) for r in rows)
+    ProcessEngine(WorkflowSource.of(sys.argv[1]), 2).run(jobs, print, threading.Event())
+"""
+
+
+def _spawned_workers(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_the_workers_of_a_killed_batch_exit_with_it(tmp_path: Path) -> None:
+    """SIGKILL of the batch process ends its worker processes too: they do not run on as
+    orphans, finishing rows nobody records and keeping the cores busy."""
+    script = tmp_path / "parent.py"
+    script.write_text(KILLED_PARENT, encoding="utf-8")
+    started = tmp_path / "started"
+    started.mkdir()
+    slow = workflow(tmp_path).read_text(encoding="utf-8")
+    slow = slow.replace(
+        "    outputs: [article]",
+        "    outputs: [article]\n    tools: ['sample_tools:started_marker']",
+    )
+    (tmp_path / "slow.yaml").write_text(slow, encoding="utf-8")
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "slow.yaml"), str(data(tmp_path, 4))],
+        cwd=tmp_path,
+        env={**env(), "CA_TEST_STARTED_DIR": str(started)},
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+            workers = [int(p.name) for p in started.iterdir()]
+        assert len(workers) == 2, "the two worker processes did not start their rows"
+        assert set(workers) <= set(_spawned_workers(parent.pid))
+        parent.kill()  # both workers are in a 60 s tool call
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "orphaned workers still run their rows"
+    finally:
+        parent.kill()
+        for w in workers:
+            with contextlib.suppress(OSError):
+                os.kill(w, signal.SIGKILL)
 
 
 @pytest.mark.local_model

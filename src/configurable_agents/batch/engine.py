@@ -10,6 +10,7 @@ rows in flight then finish.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,8 +75,29 @@ def _feed(
 _process_compiled: Any = None
 
 
+def _exit_with_parent() -> None:
+    """End this worker when the batch process that spawned it dies (SIGKILL, a crash).
+
+    Otherwise it runs on as an orphan: it finishes the rows it was handed, whose result lines
+    nobody writes (``--resume`` runs them again), and then its model threads keep two cores
+    busy for nothing. The parent's sentinel becomes ready when the parent exits."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)  # what the worker spooled is on disk; the next process drains it
+
+    threading.Thread(target=watch, name="configurable-agents-parent-watch", daemon=True).start()
+
+
 def _init_process(source: WorkflowSource, processes: int) -> None:
     global _process_compiled
+    _exit_with_parent()
     import configurable_agents  # noqa: F401 - installs the observer in this process
 
     from ..providers.local import set_default_threads, usable_cores

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
+from ..providers.local import set_default_threads, usable_cores
 from .worker import RowJob, WorkflowSource, compiled_for, run_row
 
 Done = Callable[[dict[str, Any]], None]
@@ -100,8 +101,6 @@ def _init_process(source: WorkflowSource, processes: int) -> None:
     _exit_with_parent()
     import configurable_agents  # noqa: F401 - installs the observer in this process
 
-    from ..providers.local import set_default_threads, usable_cores
-
     set_default_threads(usable_cores() // processes)
     _process_compiled = compiled_for(source)
 
@@ -113,8 +112,8 @@ def _run_in_process(job: RowJob) -> dict[str, Any]:
 class ProcessEngine:
     """Rows in a pool of ``concurrency`` spawned processes, each with the workflow (and its
     local model) loaded once, with its share of the cores for llama.cpp's threads. Each
-    process spools its own traces (the spool is a file every
-    process appends to) and flushes them when it exits."""
+    process spools its own traces (the spool is a file every process appends to) and flushes
+    them when it exits; it exits at once when the batch process dies."""
 
     name = "local"
 

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..exceptions import MissingExtraError
+from ..providers.local import set_default_threads, usable_cores
 from .engine import Done
 from .worker import RowJob, WorkflowSource, compiled_for, failed_line, run_row
 
@@ -60,8 +61,6 @@ class BatchWorker:
     def __init__(self, source: WorkflowSource) -> None:
         import configurable_agents  # noqa: F401 - installs the observer in this process
 
-        from ..providers.local import set_default_threads
-
         set_default_threads(ACTOR_CPUS)  # a local model's threads: the CPUs Ray gave the actor
         self.compiled = compiled_for(source)
         self.pid = os.getpid()
@@ -92,7 +91,7 @@ class RayEngine:
         self.ray = import_ray(local=address is None)
         self.source = source
         self.concurrency = concurrency
-        self.workers = max(1, min(workers or min(concurrency, os.cpu_count() or 1), concurrency))
+        self.workers = max(1, min(workers or min(concurrency, usable_cores()), concurrency))
         self.address = address
         compiled = compiled_for(source)
         self.local_model = any(n.provider.name == "local" for n in compiled.nodes.values())

@@ -411,6 +411,31 @@ def test_in_flight_states_are_written_deferred_and_finished_ones_at_once(tmp_pat
     assert isinstance(errors[0], RuntimeError)
 
 
+def test_a_page_never_counts_a_record_it_does_not_hold(tmp_path):
+    """A run saved between the page's two statements (the count and the items) is in
+    both or in neither: CI once listed ``total: 1`` with no items."""
+    from sqlalchemy import event
+
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}", "demo")
+    store.open()
+    arrived = threading.Event()
+    try:
+
+        def save_between(conn, cursor, statement, *args):
+            if statement.lstrip().upper().startswith("SELECT") and not arrived.is_set():
+                arrived.set()
+                done = threading.Event()
+                store.save(_record("demo", "running"), lambda error: done.set())
+                assert done.wait(10)
+
+        event.listen(store.engine, "after_cursor_execute", save_between)
+        items, total = store.page(limit=10)
+        assert arrived.is_set()
+        assert total == len(items) == 1
+    finally:
+        assert store.close()
+
+
 def test_a_waiting_run_is_listed_while_it_runs(write_workflow, monkeypatch):
     monkeypatch.setattr(RunStore, "defer_seconds", 0.2)
     with serving(write_workflow(SLOW.format(latency=1500))) as client:

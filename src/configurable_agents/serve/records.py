@@ -480,10 +480,14 @@ class RunStore:
             .limit(limit)
             .offset(offset)
         )
+        # Two statements, and SQLite reads each at its own moment: count first, so a run
+        # saved in between shows up in the items and raises the total, never the reverse
+        # (a total that counts a record the page does not hold).
         with self.engine.connect() as conn:
-            items = [_row_to_record(r) for r in conn.execute(query).mappings()]
             total = conn.execute(select(func.count()).select_from(runs).where(*where)).scalar()
-        return items, int(total or 0)
+            items = [_row_to_record(r) for r in conn.execute(query).mappings()]
+        found = int(total or 0)
+        return items, max(found, offset + len(items)) if items else found
 
 
 def _row_to_record(row: Any) -> Record:

@@ -151,6 +151,40 @@ def error_responses(*, keyed: bool, validated: bool) -> dict[int | str, dict[str
     return out
 
 
+_TAG_DOC = (
+    "Attribution: the run's `{}` tag (a `tags` entry of the same name in the body wins); "
+    "report costs --by and the filters read it."
+)
+_TRACEPARENT_DOC = (
+    "W3C trace context: the run's OpenTelemetry spans continue this trace, its root a child "
+    "of this span (tracestate is passed on)."
+)
+
+
+def create_run_headers(attribution: dict[str, str]) -> list[dict[str, Any]]:
+    """The optional headers ``POST /runs`` reads (``traceparent``, ``tracestate``, and the
+    attribution headers ``attribution``: header name -> tag), as OpenAPI parameters."""
+
+    def header(name: str, title: str, doc: str) -> dict[str, Any]:
+        schema = {"type": "string", "title": title, "description": doc}
+        return {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "schema": schema,
+            "description": doc,
+        }
+
+    found = [
+        header("traceparent", "Traceparent", _TRACEPARENT_DOC),
+        header("tracestate", "Tracestate", "W3C trace state, passed on with traceparent."),
+    ]
+    for name, tag in attribution.items():
+        title = "-".join(part.capitalize() for part in name.split("-"))
+        found.append(header(name, title, _TAG_DOC.format(tag)))
+    return found
+
+
 def create_run_responses(keyed: bool) -> dict[int | str, dict[str, Any]]:
     return {
         200: {

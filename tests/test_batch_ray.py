@@ -51,3 +51,17 @@ def test_no_row_is_lost_when_a_ray_worker_is_killed(tmp_path: Path) -> None:
     import ray
 
     assert not ray.is_initialized()  # the local Ray it started is shut down
+
+
+def test_local_ray_actors_share_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer actors than cores on a local Ray: each asks Ray for its share of the cores (and
+    gives its local model that many threads); on a cluster, one CPU each."""
+    pytest.importorskip("ray")
+    from configurable_agents.batch import ray_engine
+
+    monkeypatch.setattr(ray_engine, "usable_cores", lambda: 4)
+    source = WorkflowSource.of(workflow(tmp_path, latency=0))
+    assert ray_engine.RayEngine(source, 1).actor_cpus == 4
+    assert ray_engine.RayEngine(source, 8, workers=2).actor_cpus == 2
+    assert ray_engine.RayEngine(source, 8).actor_cpus == 1  # four workers, one core each
+    assert ray_engine.RayEngine(source, 1, address="ray://10.0.0.1:10001").actor_cpus == 1

@@ -293,3 +293,34 @@ print(seen)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == str(loads)
+
+
+def test_prewarm_never_waits_for_the_import_in_progress(monkeypatch):
+    """A run that starts while another run's prewarm thread imports MLflow's judges (install()
+    holds the lock for ~2 s) returns at once instead of queueing behind the import."""
+    import threading
+
+    from configurable_agents.run import mlflow_judge
+
+    monkeypatch.setattr(mlflow_judge, "_installed", False)
+    monkeypatch.setattr(mlflow_judge, "_prewarming", True)  # a thread is in install()
+    with mlflow_judge._lock:  # as install() holds it through the imports
+        caller = threading.Thread(target=mlflow_judge.prewarm, daemon=True)
+        caller.start()
+        caller.join(5)
+        assert not caller.is_alive(), "prewarm() waited for the import in progress"
+
+
+def test_prewarm_without_a_new_thread_leaves_loading_to_the_judge(monkeypatch):
+    import threading
+
+    from configurable_agents.run import mlflow_judge
+
+    def refuse(self: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(mlflow_judge, "_installed", False)
+    monkeypatch.setattr(mlflow_judge, "_prewarming", False)
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    mlflow_judge.prewarm()  # no error into the run
+    assert mlflow_judge._prewarming is False  # the next run (or the judge itself) tries again

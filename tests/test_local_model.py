@@ -93,9 +93,9 @@ def test_processes_sharing_the_cores_load_models_with_their_share(monkeypatch):
     monkeypatch.setattr(local, "_shared_threads", None)  # back to one per core afterwards
     set_default_threads(1)  # what a batch worker of -c 2 on two cores sets
     llama, _ = shared_llama(smollm2_path(), seed=4242)  # a seed no other test loads
-    assert llama.n_threads == 1
+    assert (llama.n_threads, llama.n_threads_batch) == (1, 1)  # prompt evaluation too
     explicit, _ = shared_llama(smollm2_path(), n_threads=2, seed=4242)  # the workflow's wins
-    assert explicit.n_threads == 2
+    assert (explicit.n_threads, explicit.n_threads_batch) == (2, 2)
 
 
 def test_structured_output_matches_schema():

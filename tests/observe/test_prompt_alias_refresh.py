@@ -336,3 +336,54 @@ def test_serve_follows_the_alias(tmp_path, clock, monkeypatch):
         assert version() == "write_prompt/1"  # this run starts the refresh, without waiting
         refreshed()
         assert version() == "write_prompt/2"
+
+
+def test_with_a_ttl_of_0_a_failing_refresh_is_a_warning_not_a_failed_run(
+    tmp_path, clock, monkeypatch, caplog
+):
+    """Every run asks (TTL 0) and the refresh itself breaks (not the registry's answer): the
+    run goes on on the version it has, with a one-line warning and no traceback."""
+    uri = store(tmp_path, "v1 about {{ topic }}")
+    monkeypatch.setenv("CA_PROMPT_ALIAS_TTL", "0")
+    workflow = compiled(tmp_path, uri)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("refresh broke")
+
+    monkeypatch.setattr(registry, "lookup", broken)
+    with caplog.at_level(logging.WARNING, logger="configurable_agents.prompts"):
+        assert used(run(workflow))[1] == "write_prompt/1"
+    (warning,) = prompt_warnings(caplog)
+    assert "refresh broke" in warning
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_a_store_that_cannot_be_opened_runs_on_the_fallback_prompt(tmp_path, clock, monkeypatch):
+    """Building MLflow's client fails (a database that is down): the registry is unreadable,
+    so a node with an inline prompt runs on it, as for any other registry failure."""
+    uri = store(tmp_path, "v1 about {{ topic }}")
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("could not connect to server")
+
+    monkeypatch.setattr(mlflow, "MlflowClient", down)
+    workflow = compiled(tmp_path, uri, ALIAS_REF + '    prompt: "Inline {topic}"\n')
+    assert used(run(workflow)) == ("Inline bees", None)
+
+
+def test_a_refresh_behind_another_waits_before_it_tries_again(tmp_path, clock, monkeypatch):
+    """Two nodes on one alias: while one refreshes, the other's lookup answers with the older
+    check; it tries again a second later, not at every visit."""
+    uri = store(tmp_path, "v1 about {{ topic }}")
+    workflow = compiled(tmp_path, uri)
+    source = workflow.nodes["write"].prompt_source
+    key = (uri, source.ref.uri)
+    clock.advance(registry.ALIAS_TTL_SECONDS)
+    with registry._lock:
+        registry._refreshing.add(key)  # another source's refresh of this alias is in flight
+    try:
+        source._refresh()
+    finally:
+        with registry._lock:
+            registry._refreshing.discard(key)
+    assert source._next == clock.now + 1.0

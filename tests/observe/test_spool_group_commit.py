@@ -98,4 +98,15 @@ def test_an_interrupt_in_the_committing_thread_still_ends_the_group(tmp_path, mo
     monkeypatch.setattr(spool_module, "_insert", interrupted)
     with pytest.raises(KeyboardInterrupt):
         spool.append(SpoolRecord(FORMAT, "run", {}), [SINK])
-    assert queued.done and isinstance(queued.error, KeyboardInterrupt)  # no silent id 0
+    assert queued.done and queued.error is not None  # no silent id 0
+    # the interrupt is the committing thread's alone: the other thread gets a plain error
+    assert isinstance(queued.error, RuntimeError) and "KeyboardInterrupt" in str(queued.error)
+
+
+def test_an_append_its_group_never_committed_is_an_error_not_id_0(tmp_path, monkeypatch):
+    """The committing thread took the group and was stopped before its transaction began (an
+    asynchronous exception): an append of that group is not stored, and says so."""
+    spool = Spool(tmp_path / "spool.db")
+    monkeypatch.setattr(Spool, "_commit", lambda self, batch: None)  # the group, lost
+    with pytest.raises(RuntimeError, match="interrupted"):
+        spool.append(SpoolRecord(FORMAT, "run", {}), [SINK])

@@ -436,6 +436,37 @@ def test_a_page_never_counts_a_record_it_does_not_hold(tmp_path):
         assert store.close()
 
 
+@pytest.mark.parametrize("running", [1, 2])
+def test_a_page_never_counts_a_run_that_left_it(tmp_path, running):
+    """A run that finishes between the count and the items leaves ``?status=running``: the
+    page's total follows its items (none: 0; one of two left: 1), not the earlier count."""
+    from sqlalchemy import event
+
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}", "demo")
+    store.open()
+    records = [_record("demo", "running") for _ in range(running)]
+    for record in records:
+        done = threading.Event()
+        store.save(record, lambda error, done=done: done.set())
+        assert done.wait(10)
+    left = threading.Event()
+    try:
+
+        def finish_between(conn, cursor, statement, *args):
+            if statement.lstrip().upper().startswith("SELECT") and not left.is_set():
+                left.set()
+                done = threading.Event()
+                store.save({**records[0], "status": "succeeded"}, lambda error: done.set())
+                assert done.wait(10)
+
+        event.listen(store.engine, "after_cursor_execute", finish_between)
+        items, total = store.page(limit=10, status="running")
+        assert left.is_set()
+        assert total == len(items) == running - 1
+    finally:
+        assert store.close()
+
+
 def test_a_waiting_run_is_listed_while_it_runs(write_workflow, monkeypatch):
     monkeypatch.setattr(RunStore, "defer_seconds", 0.2)
     with serving(write_workflow(SLOW.format(latency=1500))) as client:

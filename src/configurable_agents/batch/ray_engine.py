@@ -1,8 +1,9 @@
 """The Ray engine: rows as calls to Ray actors, each holding the compiled workflow (and its
 ``local`` model) once.
 
-Without ``--ray-address`` it starts a local Ray bound to 127.0.0.1 only (no dashboard) with one CPU
-per worker and shuts it down at the end; with an address it joins that cluster and leaves it
+Without ``--ray-address`` it starts a local Ray bound to 127.0.0.1 only (no dashboard) that
+shares the usable cores among the workers (each actor's local model gets that many threads) and
+shuts it down at the end; with an address it joins that cluster and leaves it
 running. The driver keeps ``concurrency`` rows in flight at most, spread over the actors
 (each actor runs up to ``ceil(concurrency / workers)`` rows at once in threads, one for the
 ``local`` provider), and writes every result line itself, as rows finish.
@@ -34,7 +35,7 @@ from .engine import Done
 from .worker import RowJob, WorkflowSource, compiled_for, failed_line, run_row
 
 MAX_ATTEMPTS = 3
-ACTOR_CPUS = 1  # Ray CPUs per actor, and so its local model's llama.cpp threads
+ACTOR_CPUS = 1  # Ray CPUs per actor on a cluster, and so its local model's llama.cpp threads
 OBJECT_STORE_BYTES = 80 * 1024 * 1024  # a local Ray's object store (rows are small)
 
 
@@ -58,10 +59,10 @@ def import_ray(local: bool = True) -> Any:
 class BatchWorker:
     """The actor: one compiled workflow per Ray worker process."""
 
-    def __init__(self, source: WorkflowSource) -> None:
+    def __init__(self, source: WorkflowSource, cpus: int = ACTOR_CPUS) -> None:
         import configurable_agents  # noqa: F401 - installs the observer in this process
 
-        set_default_threads(ACTOR_CPUS)  # a local model's threads: the CPUs Ray gave the actor
+        set_default_threads(cpus)  # a local model's threads: the CPUs Ray gave the actor
         self.compiled = compiled_for(source)
         self.pid = os.getpid()
 
@@ -92,6 +93,9 @@ class RayEngine:
         self.source = source
         self.concurrency = concurrency
         self.workers = max(1, min(workers or min(concurrency, usable_cores()), concurrency))
+        # A local Ray shares this machine's cores among the actors (fewer actors than cores:
+        # more threads each for a local model); a cluster's actors take one CPU each.
+        self.actor_cpus = ACTOR_CPUS if address else max(1, usable_cores() // self.workers)
         self.address = address
         compiled = compiled_for(source)
         self.local_model = any(n.provider.name == "local" for n in compiled.nodes.values())
@@ -113,7 +117,7 @@ class RayEngine:
             ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
         else:
             ray.init(
-                num_cpus=self.workers,
+                num_cpus=self.workers * self.actor_cpus,
                 include_dashboard=False,
                 _node_ip_address="127.0.0.1",
                 object_store_memory=OBJECT_STORE_BYTES,
@@ -134,8 +138,9 @@ class RayEngine:
 
     def _actor(self) -> Any:
         per_actor = 1 if self.local_model else math.ceil(self.concurrency / self.workers)
-        cls = self.ray.remote(num_cpus=ACTOR_CPUS, max_concurrency=per_actor)(BatchWorker)
-        return cls.remote(self.source)
+        cpus = self.actor_cpus
+        cls = self.ray.remote(num_cpus=cpus, max_concurrency=per_actor)(BatchWorker)
+        return cls.remote(self.source, cpus)
 
     def pids(self) -> list[int]:
         return [int(p) for p in self.ray.get([a.info.remote() for a in self.actors])]

@@ -235,7 +235,16 @@ def client_for(uri: str) -> Any:
         from mlflow import MlflowClient
     except ImportError as exc:
         raise MissingExtraError("mlflow", "mlflow", "prompt_ref") from exc
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except Exception as exc:  # noqa: BLE001 - the store's failure (a database that is down)
+        raise _unreadable(exc, uri) from None
+
+
+def _unreadable(exc: Exception, uri: str) -> RegistryUnavailable:
+    """The store's error, first line, with the secrets of ``uri`` masked."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RegistryUnavailable(f"the registry cannot be read: {scrub(text, url_secrets(uri))}")
 
 
 def load_prompt(uri: str, ref: PromptRef) -> LoadedPrompt:
@@ -289,13 +298,11 @@ def lookup(uri: str, ref: PromptRef) -> tuple[LoadedPrompt, float]:
 
 def _fetch(uri: str, ref: PromptRef) -> LoadedPrompt:
     """One read of the registry (no cache)."""
-    client = client_for(uri)
+    client = client_for(uri)  # its own errors (a missing file, the mlflow extra) as they are
     try:
         found = client.load_prompt(ref.uri, allow_missing=True)
     except Exception as exc:  # noqa: BLE001 - the store's failure, told to the user
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        text = scrub(text, url_secrets(uri))
-        raise RegistryUnavailable(f"the registry cannot be read: {text}") from None
+        raise _unreadable(exc, uri) from None
     if found is None:
         what = f"alias '{ref.alias}'" if ref.alias else f"version {ref.version}"
         raise RegistryUnavailable(f"prompt '{ref.name}' has no {what} in the registry")
@@ -352,13 +359,16 @@ class PromptSource:
 
         Past the TTL, the visit that takes the lock starts the refresh on a thread of its own
         and runs on the version it has, like every other visit meanwhile: no run waits for the
-        registry. With a TTL of 0 (``CA_PROMPT_ALIAS_TTL=0``: every run asks) the visit asks
-        and waits, so that each run uses what the alias names when it starts."""
+        registry. With a TTL of 0 (``CA_PROMPT_ALIAS_TTL=0``: every run asks) the visit that
+        takes the lock asks and waits (the registry's own timeouts bound it), and the visits
+        that find it taken run on the version it has."""
         if clock() < self._next or not self._lock.acquire(blocking=False):
             return self._current
         if alias_ttl() == 0:
             try:
                 self._refresh()
+            except Exception as exc:  # noqa: BLE001 - never raised into a run
+                self._failed(exc)
             finally:
                 self._lock.release()
             return self._current
@@ -378,13 +388,17 @@ class PromptSource:
     def _refresh_then_release(self) -> None:
         try:
             self._refresh()
-        except Exception:  # never raised into a run; the next TTL tries again
-            log.warning("refreshing %s failed", self.ref.uri, exc_info=True)
-            self._next = clock() + alias_ttl()
+        except Exception as exc:  # noqa: BLE001 - never into a run; the next TTL tries again
+            self._failed(exc)
         finally:
             self._lock.release()
             with _lock:
                 _threads.discard(threading.current_thread())
+
+    def _failed(self, exc: Exception) -> None:
+        text = scrub(str(exc) or type(exc).__name__, url_secrets(self.uri))  # no traceback:
+        log.warning("refreshing %s failed: %s", self.ref.uri, text)  # it may quote the URL
+        self._next = clock() + alias_ttl()
 
     def _refresh(self) -> None:
         try:
@@ -392,7 +406,9 @@ class PromptSource:
         except RegistryUnavailable:  # never loaded (the node runs on its fallback): later
             self._next = clock() + alias_ttl()
             return
-        self._next = checked + alias_ttl()
+        # ``checked`` is older than now when another source's refresh of this alias was in
+        # flight: try again a little later, not at once on every visit.
+        self._next = max(checked + alias_ttl(), clock() + min(alias_ttl(), 1.0))
         if loaded == self._loaded:
             return
         template, problems = check_template(loaded, self._state, loaded.label)

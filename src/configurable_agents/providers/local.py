@@ -211,10 +211,14 @@ def _load(
                     f"chat_format {chat_format!r} is not a llama.cpp chat format; "
                     f"known: {', '.join(chat_formats())}"
                 )
+            threads = n_threads or _shared_threads or usable_cores()
             kwargs: dict[str, Any] = {
                 "model_path": model_path,
                 "n_ctx": n_ctx,
-                "n_threads": n_threads or _shared_threads or usable_cores(),
+                "n_threads": threads,
+                # prompt evaluation too (llama-cpp-python's default is every CPU of the
+                # machine, past the worker's share and the process's CPU affinity)
+                "n_threads_batch": threads,
                 "verbose": False,
             }
             if chat_format is not None:

@@ -107,6 +107,7 @@ def score_builtin(
 _installed = False
 _prewarming = False  # prewarm() started a thread running install()
 _lock = threading.Lock()
+_prewarm_lock = threading.Lock()  # only for _prewarming: _lock is held through the imports
 
 
 def model_uri(judge_name: str) -> str:
@@ -185,8 +186,10 @@ def prewarm() -> None:
     a ``block`` or ``retry`` judge right after its node does not spend its node's timeout on
     imports; a failure here is left for the judge's own call to report."""
     global _prewarming
-    with _lock:
-        if _installed or _prewarming:
+    if _installed or _prewarming:  # read without _lock: install() holds it while it imports
+        return
+    with _prewarm_lock:
+        if _prewarming:
             return
         _prewarming = True
 
@@ -194,7 +197,11 @@ def prewarm() -> None:
         with contextlib.suppress(Exception):
             install()
 
-    threading.Thread(target=load, name="configurable-agents-judges-import", daemon=True).start()
+    thread = threading.Thread(target=load, name="configurable-agents-judges-import", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # no new thread (interpreter shutdown, a thread limit): judges load late
+        _prewarming = False
 
 
 def builtin_scorer(judge: CompiledJudge) -> Any:

@@ -480,14 +480,20 @@ class RunStore:
             .limit(limit)
             .offset(offset)
         )
-        # Two statements, and SQLite reads each at its own moment: count first, so a run
-        # saved in between shows up in the items and raises the total, never the reverse
-        # (a total that counts a record the page does not hold).
+        # Two statements, each read at its own moment (SQLite, PostgreSQL's READ COMMITTED):
+        # runs saved or finished in between must not make a page contradict itself (CI once
+        # listed total 1 with no items). A page short of ``limit`` is the last one, so its
+        # items give the exact total; an empty one says at most ``offset``; a full one takes
+        # the count (read first: a run saved in between raises it, never lowers it).
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(runs).where(*where)).scalar()
             items = [_row_to_record(r) for r in conn.execute(query).mappings()]
         found = int(total or 0)
-        return items, max(found, offset + len(items)) if items else found
+        if not items:
+            return items, min(found, offset)
+        if len(items) < limit:
+            return items, offset + len(items)
+        return items, max(found, offset + len(items))
 
 
 def _row_to_record(row: Any) -> Record:

@@ -265,6 +265,8 @@ class Spool:
                 self._commit(batch)
         if mine.error is not None:
             raise mine.error
+        if not mine.done:  # the committing thread was interrupted before it began
+            raise RuntimeError("the spool commit holding this run was interrupted")
         return mine.record_id
 
     def _commit(self, batch: list[_Append]) -> None:
@@ -283,10 +285,13 @@ class Spool:
                 db.execute("ROLLBACK")
                 raise
         except BaseException as exc:  # raised in every thread of the group
+            # An interrupt (KeyboardInterrupt and the like) is the committing thread's alone:
+            # the other threads of the group get a plain error for it.
+            error = exc if isinstance(exc, Exception) else RuntimeError(f"interrupted: {exc!r}")
             for append in batch:
-                append.error = exc
+                append.error = error
             if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt and the like, in this thread too
+                raise  # in this thread, as it came
         finally:
             for append in batch:
                 append.done = True

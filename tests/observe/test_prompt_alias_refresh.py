@@ -371,19 +371,23 @@ def test_a_store_that_cannot_be_opened_runs_on_the_fallback_prompt(tmp_path, clo
     assert used(run(workflow)) == ("Inline bees", None)
 
 
-def test_a_refresh_behind_another_waits_before_it_tries_again(tmp_path, clock, monkeypatch):
-    """Two nodes on one alias: while one refreshes, the other's lookup answers with the older
-    check; it tries again a second later, not at every visit."""
+def test_no_thread_per_visit_while_another_source_refreshes_the_alias(tmp_path, clock, monkeypatch):
+    """Two nodes on one alias and a slow registry: while one node's refresh is in flight, the
+    other node's visits start no thread of their own (each would only wait behind it)."""
     uri = store(tmp_path, "v1 about {{ topic }}")
-    workflow = compiled(tmp_path, uri)
-    source = workflow.nodes["write"].prompt_source
+    source = compiled(tmp_path, uri).nodes["write"].prompt_source
     key = (uri, source.ref.uri)
     clock.advance(registry.ALIAS_TTL_SECONDS)
+    started: list[Any] = []
+    monkeypatch.setattr(registry.threading.Thread, "start", lambda self: started.append(self))
     with registry._lock:
         registry._refreshing.add(key)  # another source's refresh of this alias is in flight
     try:
-        source._refresh()
+        for _ in range(5):
+            assert source.current()[1] == "write_prompt/1"
     finally:
         with registry._lock:
             registry._refreshing.discard(key)
-    assert source._next == clock.now + 1.0
+    assert started == []
+    source.current()  # nobody else asks now: this visit starts the refresh
+    assert len(started) == 1

@@ -372,6 +372,11 @@ class PromptSource:
             finally:
                 self._lock.release()
             return self._current
+        with _lock:
+            busy = (self.uri, self.ref.uri) in _refreshing  # another source asks right now
+        if busy:  # its answer lands in the cache: a later visit takes it from there
+            self._lock.release()
+            return self._current
         thread = threading.Thread(
             target=self._refresh_then_release, daemon=True, name="configurable-agents-prompt"
         )
@@ -406,9 +411,7 @@ class PromptSource:
         except RegistryUnavailable:  # never loaded (the node runs on its fallback): later
             self._next = clock() + alias_ttl()
             return
-        # ``checked`` is older than now when another source's refresh of this alias was in
-        # flight: try again a little later, not at once on every visit.
-        self._next = max(checked + alias_ttl(), clock() + min(alias_ttl(), 1.0))
+        self._next = checked + alias_ttl()
         if loaded == self._loaded:
             return
         template, problems = check_template(loaded, self._state, loaded.label)

@@ -411,58 +411,45 @@ def test_in_flight_states_are_written_deferred_and_finished_ones_at_once(tmp_pat
     assert isinstance(errors[0], RuntimeError)
 
 
-def test_a_page_never_counts_a_record_it_does_not_hold(tmp_path):
-    """A run saved between the page's two statements (the count and the items) is in
-    both or in neither: CI once listed ``total: 1`` with no items."""
-    from sqlalchemy import event
-
-    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}", "demo")
-    store.open()
-    arrived = threading.Event()
-    try:
-
-        def save_between(conn, cursor, statement, *args):
-            if statement.lstrip().upper().startswith("SELECT") and not arrived.is_set():
-                arrived.set()
-                done = threading.Event()
-                store.save(_record("demo", "running"), lambda error: done.set())
-                assert done.wait(10)
-
-        event.listen(store.engine, "after_cursor_execute", save_between)
-        items, total = store.page(limit=10)
-        assert arrived.is_set()
-        assert total == len(items) == 1
-    finally:
-        assert store.close()
+def _saved(store: RunStore, record: dict[str, Any]) -> None:
+    done = threading.Event()
+    store.save(record, lambda error: done.set())
+    assert done.wait(10)
 
 
-@pytest.mark.parametrize("running", [1, 2])
-def test_a_page_never_counts_a_run_that_left_it(tmp_path, running):
-    """A run that finishes between the count and the items leaves ``?status=running``: the
-    page's total follows its items (none: 0; one of two left: 1), not the earlier count."""
+@pytest.mark.parametrize(
+    ("running", "change", "expected"),
+    [
+        (0, "arrives", 1),  # a run saved meanwhile: in the items and the total, or in neither
+        (1, "leaves", 0),  # the only running run finishes: no items, total 0 (CI: total 1)
+        (2, "leaves", 1),  # one of two finishes: one item, total 1
+    ],
+)
+def test_a_page_total_follows_its_items(tmp_path, running, change, expected):
+    """A run saved, or finishing and so leaving ``?status=running``, between the page's two
+    statements (the count, then the items) never makes the page contradict itself."""
     from sqlalchemy import event
 
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}", "demo")
     store.open()
     records = [_record("demo", "running") for _ in range(running)]
     for record in records:
-        done = threading.Event()
-        store.save(record, lambda error, done=done: done.set())
-        assert done.wait(10)
-    left = threading.Event()
+        _saved(store, record)
+    between = threading.Event()
     try:
 
-        def finish_between(conn, cursor, statement, *args):
-            if statement.lstrip().upper().startswith("SELECT") and not left.is_set():
-                left.set()
-                done = threading.Event()
-                store.save({**records[0], "status": "succeeded"}, lambda error: done.set())
-                assert done.wait(10)
+        def change_between(conn, cursor, statement, *args):
+            if statement.lstrip().upper().startswith("SELECT") and not between.is_set():
+                between.set()
+                if change == "arrives":
+                    _saved(store, _record("demo", "running"))
+                else:
+                    _saved(store, {**records[0], "status": "succeeded"})
 
-        event.listen(store.engine, "after_cursor_execute", finish_between)
+        event.listen(store.engine, "after_cursor_execute", change_between)
         items, total = store.page(limit=10, status="running")
-        assert left.is_set()
-        assert total == len(items) == running - 1
+        assert between.is_set()
+        assert total == len(items) == expected
     finally:
         assert store.close()
 

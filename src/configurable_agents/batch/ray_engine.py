@@ -138,9 +138,8 @@ class RayEngine:
 
     def _actor(self) -> Any:
         per_actor = 1 if self.local_model else math.ceil(self.concurrency / self.workers)
-        cpus = self.actor_cpus
-        cls = self.ray.remote(num_cpus=cpus, max_concurrency=per_actor)(BatchWorker)
-        return cls.remote(self.source, cpus)
+        cls = self.ray.remote(num_cpus=self.actor_cpus, max_concurrency=per_actor)(BatchWorker)
+        return cls.remote(self.source, self.actor_cpus)
 
     def pids(self) -> list[int]:
         return [int(p) for p in self.ray.get([a.info.remote() for a in self.actors])]

@@ -241,10 +241,14 @@ def client_for(uri: str) -> Any:
         raise _unreadable(exc, uri) from None
 
 
-def _unreadable(exc: Exception, uri: str) -> RegistryUnavailable:
-    """The store's error, first line, with the secrets of ``uri`` masked."""
+def _error_text(exc: Exception, uri: str) -> str:
+    """``exc``'s first line, with the secrets of ``uri`` masked."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return RegistryUnavailable(f"the registry cannot be read: {scrub(text, url_secrets(uri))}")
+    return scrub(text, url_secrets(uri))
+
+
+def _unreadable(exc: Exception, uri: str) -> RegistryUnavailable:
+    return RegistryUnavailable(f"the registry cannot be read: {_error_text(exc, uri)}")
 
 
 def load_prompt(uri: str, ref: PromptRef) -> LoadedPrompt:
@@ -401,8 +405,8 @@ class PromptSource:
                 _threads.discard(threading.current_thread())
 
     def _failed(self, exc: Exception) -> None:
-        text = scrub(str(exc) or type(exc).__name__, url_secrets(self.uri))  # no traceback:
-        log.warning("refreshing %s failed: %s", self.ref.uri, text)  # it may quote the URL
+        # no traceback: it may quote the store's URL
+        log.warning("refreshing %s failed: %s", self.ref.uri, _error_text(exc, self.uri))
         self._next = clock() + alias_ttl()
 
     def _refresh(self) -> None:

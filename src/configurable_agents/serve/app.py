@@ -238,9 +238,8 @@ def create_app(
             Query(description="Wait for the result (true) or return 202 at once (false)."),
         ] = True,
     ) -> Response:
-        # The headers (traceparent, X-User, ...) are read from the request, not declared as
-        # parameters: FastAPI's validation of six optional headers cost more than the rest of
-        # the endpoint. openapi.create_run_headers documents them.
+        # The headers (traceparent, tracestate, X-User, ...) are read from the request by
+        # _trace_headers and attribution_headers; openapi.create_run_headers documents them.
         runner = _runner(request)
         raw: dict[str, Any] = body.inputs  # type: ignore[attr-defined]
         tags: dict[str, str] = {

@@ -483,8 +483,8 @@ class RunStore:
         # Two statements, each read at its own moment (SQLite, PostgreSQL's READ COMMITTED):
         # runs saved or finished in between must not make a page contradict itself (CI once
         # listed total 1 with no items). A page short of ``limit`` is the last one, so its
-        # items give the exact total; an empty one says at most ``offset``; a full one takes
-        # the count (read first: a run saved in between raises it, never lowers it).
+        # items give the exact total; an empty one says at most ``offset``; a full one says
+        # at least what it holds (the count may be a little off: more pages may follow).
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(runs).where(*where)).scalar()
             items = [_row_to_record(r) for r in conn.execute(query).mappings()]

@@ -179,3 +179,26 @@ def test_an_unknown_schema_revision_falls_back_to_the_client(tmp_path, caplog):
     assert not sink.fast
     assert "f00dfeedbeef" in caplog.text and "one at a time" in caplog.text
     assert "dc11669786a5" in KNOWN_REVISIONS
+
+
+def test_artifacts_go_next_to_the_sqlite_store_whatever_the_working_directory(
+    tmp_path, monkeypatch
+):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a server started from another directory, say
+    store = tmp_path / "stores" / "mlflow.db"
+    records = spooled_records([EXAMPLES / "review_loop.yaml"], [{"topic": "bees"}])
+    sink = MlflowSink(f"sqlite:///{store}", "placed")
+    sink.open()
+    assert Path(sink.artifact_root) == store.parent / "mlruns" / sink.experiment_id
+    assert len(sink.write(records).delivered) == 1
+    sink.close()
+    (trace,) = (store.parent / "mlruns" / sink.experiment_id / "traces").iterdir()
+    assert (trace / "artifacts" / "cost_summary.json").is_file()
+    assert not (elsewhere / "mlruns").exists()
+    # MLflow's own client reads the same location back from the store
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(f"sqlite:///{store}").get_experiment_by_name("placed")
+    assert Path(found.artifact_location) == store.parent / "mlruns" / sink.experiment_id

@@ -105,7 +105,7 @@ def test_no_file_written_holds_a_raw_value(tmp_path):
     assert "<EMPLOYEE_ID_1>" in request and "support@example.com" in request
     assert "<EMAIL_ADDRESS_1>" in response and "<CREDIT_CARD_1>" in response
     assert tags.get("user") == "<EMAIL_ADDRESS_1>"
-    artifacts = list(Path.cwd().rglob("cost_summary.json"))
+    artifacts = list(tmp_path.rglob("cost_summary.json"))  # next to the store
     assert artifacts, "the run's artifacts were written"
     assert files_holding_raw(tmp_path, Path.cwd()) == {}
 

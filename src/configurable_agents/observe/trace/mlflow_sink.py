@@ -233,12 +233,11 @@ class MlflowSink:
         # the store has its files): handing them to threads cost ~20% more CPU per trace for
         # no gain in throughput (bench/tracing_pipeline.py). Uploads to a remote artifact
         # store wait on the network: threads send them while this one writes the rows.
+        pending: Any = []
         if _local_path(self.artifact_root) is not None:
             for job in jobs:
                 self._save_artifacts(*job)
-            jobs = []
-        pending: Any = []
-        if jobs:
+        elif jobs:
             pending = self._artifact_pool().map(lambda job: self._save_artifacts(*job), jobs)
         try:
             if self.fast:

@@ -3,8 +3,8 @@
 1. **Caller's path.** The 2-node ``bench/two_node.yaml`` on the zero-latency ``test`` model, in
    alternating blocks: our run with tracing off, with tracing on (the spool append), and the
    same graph written by hand against LangGraph. Prints the append cost per run (target
-   <= 1 ms) and ours-traced / hand (target <= 1.2x). No drainer runs meanwhile: the spool is
-   drained (untimed) between blocks.
+   <= 1 ms) and ours-traced / hand (target <= 1.2x). No drainer runs meanwhile; the runs go
+   to a spool of the bench's own (in its temporary folder, not the user's).
 2. **Writer throughput.** N spooled runs drained into a fresh SQLite store (and PostgreSQL,
    when Debian's server is installed) by our batched writer, against MLflow's own client
    (``TracingClient.start_trace`` + ``log_spans`` per trace) on the same runs. Prints traces/s
@@ -68,6 +68,7 @@ def caller_path(tmp: Path, runs: int, block: int) -> tuple[float, float]:
 
     started = drain.ensure_drained
     drain.ensure_drained = lambda spool, sinks: None  # type: ignore[assignment]
+    os.environ["CONFIGURABLE_AGENTS_SPOOL"] = str(tmp / "caller.spool")
     sides: dict[str, Callable[[], Any]] = {
         "off": lambda: ca.run_workflow(compiled, INPUTS, trace=False),
         "on": lambda: ca.run_workflow(compiled, INPUTS, trace=True),
@@ -85,6 +86,7 @@ def caller_path(tmp: Path, runs: int, block: int) -> tuple[float, float]:
             for _ in range(block):
                 times[name].append(timed(sides[name]))
     drain.ensure_drained = started  # type: ignore[assignment]
+    del os.environ["CONFIGURABLE_AGENTS_SPOOL"]
     off, on, hand_ms = (statistics.median(times[k]) for k in ("off", "on", "hand"))
     print(f"1. caller's path, {len(times['on'])} runs per side (median ms per run):")
     print(f"   hand-written LangGraph {hand_ms:7.3f}")

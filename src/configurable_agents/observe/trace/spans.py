@@ -150,9 +150,12 @@ def chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
             continue
         content = m.content if isinstance(m.content, str) else str(m.content)
         item: dict[str, Any] = {"role": roles.get(m.type, m.type), "content": content}
-        if getattr(m, "tool_calls", None):
+        # From the instance dict: on a message class without these fields (most of them),
+        # getattr would raise and catch an AttributeError in pydantic's ``__getattr__``.
+        fields = getattr(m, "__dict__", {})
+        if fields.get("tool_calls"):
             item["tool_calls"] = [{"name": c["name"], "args": c["args"]} for c in m.tool_calls]
-        if getattr(m, "tool_call_id", None):
+        if fields.get("tool_call_id"):
             item["tool_call_id"] = m.tool_call_id
         out.append(item)
     return out

@@ -1,0 +1,101 @@
+"""Spool checkpoints run off the caller's path: no run's append copies the WAL back into the
+database (an fsync, tens of ms); a thread of the spool's own does, once the WAL is big, and
+the WAL then starts over, cut back to half the threshold. Under a steady stream of appends
+(which keep a checkpoint from copying everything) a WAL far past the threshold is
+checkpointed with this process's appends held off, so it cannot grow without end."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from configurable_agents.observe.trace import spool as spool_module
+from configurable_agents.observe.trace.spool import FORMAT, SinkRef, Spool, SpoolRecord
+
+SINK = SinkRef("mlflow", '{"uri": "sqlite:///x.db"}')
+LIMIT = 256 * 1024
+BLOB = os.urandom(16 * 1024)
+
+
+class OwnedLock:
+    """The spool's lock, knowing which thread holds it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.owner: int | None = None
+
+    def __enter__(self) -> OwnedLock:
+        self._lock.acquire()
+        self.owner = threading.get_ident()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.owner = None
+        self._lock.release()
+
+
+@pytest.fixture
+def spool(tmp_path: Path, monkeypatch) -> Spool:
+    monkeypatch.setattr(spool_module, "CHECKPOINT_BYTES", LIMIT)
+    spool = Spool(tmp_path / "spool.db")
+    spool._lock = OwnedLock()  # type: ignore[assignment]
+    return spool
+
+
+def checkpoints(spool: Spool, monkeypatch) -> list[tuple[str, bool]]:
+    """(thread name, append lock held) of each checkpoint of ``spool``."""
+    seen: list[tuple[str, bool]] = []
+    checkpoint = spool_module._wal_checkpoint
+
+    def recorded(db: sqlite3.Connection) -> None:
+        held = spool._lock.owner == threading.get_ident()  # type: ignore[attr-defined]
+        seen.append((threading.current_thread().name, held))
+        checkpoint(db)
+
+    monkeypatch.setattr(spool_module, "_wal_checkpoint", recorded)
+    return seen
+
+
+def wait_idle(spool: Spool) -> None:
+    deadline = time.monotonic() + 10
+    while spool._checkpointing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not spool._checkpointing
+
+
+def append(spool: Spool, n: int, blob: bytes = BLOB) -> list[int]:
+    return [spool.append(SpoolRecord(FORMAT, "run", {"i": i, "b": blob}), [SINK]) for i in range(n)]
+
+
+def test_the_wal_is_checkpointed_on_a_thread_of_its_own_and_starts_over(
+    spool: Spool, monkeypatch
+) -> None:
+    seen = checkpoints(spool, monkeypatch)
+    assert spool._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    ids = append(spool, 16)  # 16 x 16 KiB: past LIMIT at the 16th write
+    wait_idle(spool)
+    assert seen == [("configurable-agents-spool-checkpoint", False)]
+    ids += append(spool, 1, b"")  # the WAL starts over and is cut to LIMIT / 2
+    assert Path(f"{spool.path}-wal").stat().st_size <= LIMIT // 2
+    assert spool.pending(ids) == len(ids)  # nothing lost on the way
+
+
+def test_a_wal_far_past_the_threshold_is_checkpointed_holding_off_appends(
+    spool: Spool, monkeypatch
+) -> None:
+    seen = checkpoints(spool, monkeypatch)
+    spool._checkpointing = True  # as if checkpoints kept losing the race with appends
+    ids = append(spool, spool_module.CHECKPOINT_FORCE * 16 + 16)
+    assert not seen
+    spool._checkpointing = False
+    ids += append(spool, spool_module.CHECKPOINT_CHECK_EVERY, b"")
+    wait_idle(spool)
+    assert seen == [("configurable-agents-spool-checkpoint", True)]
+    ids += append(spool, 1, b"")
+    assert Path(f"{spool.path}-wal").stat().st_size <= LIMIT // 2
+    assert spool.pending(ids) == len(ids)

@@ -40,14 +40,33 @@ def _dump(value: Any) -> str:
     """A span attribute value as MLflow stores it (JSON). Our values are plain JSON data, so
     the C encoder does it; anything else goes through MLflow's own encoder."""
     try:
-        return _plain(value)
-    except (TypeError, ValueError):
+        return plain_json(value)
+    except (TypeError, ValueError, RecursionError):
         from mlflow.tracing.utils import dump_span_attribute_value
 
         return dump_span_attribute_value(value)
 
 
-_plain = json.JSONEncoder(ensure_ascii=False, allow_nan=True).encode
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=True)
+# The C encoder ``JSONEncoder.encode`` builds anew on every call (half its cost on a small
+# value; a trace has ~60 of them), made once: no circular-reference check (plain data).
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in the type stubs
+_c_encoder = (
+    _make_encoder(
+        None, _encoder.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
+    )
+    if _make_encoder is not None
+    else None
+)
+
+
+def plain_json(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False)`` for plain JSON data (TypeError otherwise)."""
+    if isinstance(value, str):
+        return json.encoder.encode_basestring(value)
+    if _c_encoder is None:  # pragma: no cover - CPython always has the C encoder
+        return _encoder.encode(value)
+    return "".join(_c_encoder(value, 0))
 
 
 def span_attributes(record: SpanRecord, mlflow_trace_id: str) -> dict[str, str]:

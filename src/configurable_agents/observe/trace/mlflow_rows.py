@@ -25,7 +25,7 @@ def span_rows(trace: Any, trace_id: str, experiment_id: int) -> list[dict[str, A
         finite_float_or_none,
     )
 
-    from .mlflow_entities import span_attributes, span_dict
+    from .mlflow_entities import plain_json, span_attributes, span_dict
 
     rows = []
     for record in trace.spans:
@@ -46,7 +46,7 @@ def span_rows(trace: Any, trace_id: str, experiment_id: int) -> list[dict[str, A
                 "status": "ERROR" if record.error is not None else "OK",
                 "start_time_unix_nano": record.start_ns,
                 "end_time_unix_nano": max(record.end_ns, record.start_ns),
-                "content": _encode(span_dict(trace.trace_id, record, attributes)),
+                "content": plain_json(span_dict(trace.trace_id, record, attributes)),
                 "input_cost": finite_float_or_none(cost.get("input_cost")),
                 "output_cost": finite_float_or_none(cost.get("output_cost")),
                 "total_cost": finite_float_or_none(cost.get("total_cost")),
@@ -55,9 +55,6 @@ def span_rows(trace: Any, trace_id: str, experiment_id: int) -> list[dict[str, A
             }
         )
     return rows
-
-
-_encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def insert(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:

@@ -25,8 +25,8 @@ process (SIGKILL included); after a power failure the last few commits may be go
 file is never corrupt. ``CONFIGURABLE_AGENTS_SPOOL_SYNC=full`` syncs every commit (slower).
 
 Checkpoints (copying the WAL back into the database, with an fsync) run on a short-lived
-thread of their own once the WAL passes ``CHECKPOINT_BYTES``, not in whichever commit crosses
-SQLite's threshold: that commit would be a run's append, waiting up to tens of ms.
+thread of their own (``wal.Checkpoints``), not in whichever commit crosses SQLite's threshold:
+that commit would be a run's append, waiting up to tens of ms.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...wal import enable_wal
+from ...wal import Checkpoints, enable_wal
 
 log = logging.getLogger("configurable_agents.observe")
 
@@ -54,9 +54,6 @@ STATE_DIR_ENV = "CONFIGURABLE_AGENTS_STATE_DIR"
 DEFAULT_MAX_MB = 512
 LEASE_SECONDS = 60.0
 CAP_CHECK_EVERY = 16  # appends between size checks (each costs three PRAGMAs)
-CHECKPOINT_BYTES = 4 * 1024 * 1024  # WAL size that starts a checkpoint (SQLite's default)
-CHECKPOINT_CHECK_EVERY = 16  # write transactions between looks at the WAL's size
-CHECKPOINT_FORCE = 4  # times CHECKPOINT_BYTES: a checkpoint that holds off appends
 FORMAT = 1  # of the pickled payload; a record of another format is set aside, not lost
 
 _SCHEMA = """
@@ -197,8 +194,7 @@ class Spool:
         self._sink_ids: dict[str, int] = {}
         self._warned_full = False
         self._appends = 0
-        self._writes = 0
-        self._checkpointing = False
+        self._checkpoints = Checkpoints(path, self._lock, "configurable-agents-spool-checkpoint")
         self.dropped = 0  # by this process
 
     # ------------------------------------------------------------------ connection
@@ -215,10 +211,7 @@ class Spool:
             sync = "FULL" if os.environ.get(SPOOL_SYNC_ENV, "").lower() == "full" else "NORMAL"
             db.execute(f"PRAGMA synchronous={sync}")
             db.execute("PRAGMA busy_timeout=30000")
-            # Checkpoints off the commit path (see the module docstring); a WAL that a
-            # checkpoint emptied shrinks back to half the threshold, so its size tells.
-            db.execute("PRAGMA wal_autocheckpoint=0")
-            db.execute(f"PRAGMA journal_size_limit={CHECKPOINT_BYTES // 2}")
+            self._checkpoints.setup(db)
             db.executescript(_SCHEMA)
             self._db = db
         return self._db
@@ -234,49 +227,7 @@ class Spool:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-            self._wrote()
-
-    def _wrote(self) -> None:
-        """After a write transaction (the caller holds ``_lock``): every few, start a
-        checkpoint on a thread if the WAL has grown past ``CHECKPOINT_BYTES``."""
-        self._writes += 1
-        if self._writes % CHECKPOINT_CHECK_EVERY or self._checkpointing:
-            return
-        try:
-            size = os.stat(f"{self.path}-wal").st_size
-        except OSError:
-            return
-        if size <= CHECKPOINT_BYTES:
-            return
-        self._checkpointing = True
-        threading.Thread(
-            target=self._checkpoint, name="configurable-agents-spool-checkpoint", daemon=True
-        ).start()
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database on a connection of this thread (``PASSIVE``: it
-        does not block writers). The WAL starts over only after a checkpoint that copied all
-        of it, which appends arriving meanwhile prevent: under a steady stream a WAL past
-        ``CHECKPOINT_FORCE`` times the threshold is checkpointed holding this process's
-        append lock (those appends wait for it once)."""
-        try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            try:
-                try:
-                    size = os.stat(f"{self.path}-wal").st_size
-                except OSError:
-                    size = 0
-                if size > CHECKPOINT_FORCE * CHECKPOINT_BYTES:
-                    with self._lock:
-                        _wal_checkpoint(db)
-                else:
-                    _wal_checkpoint(db)
-            finally:
-                db.close()
-        except sqlite3.Error as exc:  # the next look at the WAL tries again
-            log.debug("spool checkpoint of %s failed: %s", self.path, exc)
-        finally:
-            self._checkpointing = False
+            self._checkpoints.wrote()
 
     def close(self) -> None:
         with self._lock:
@@ -337,7 +288,7 @@ class Spool:
                 if (self._appends - 1) // CAP_CHECK_EVERY != (before - 1) // CAP_CHECK_EVERY:
                     self._enforce_cap(db)
                 db.execute("COMMIT")
-                self._wrote()
+                self._checkpoints.wrote()
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -568,10 +519,6 @@ class Spool:
             row = self._conn().execute("SELECT value FROM counters WHERE name = ?", (name,))
             found = row.fetchone()
         return int(found[0]) if found else 0
-
-
-def _wal_checkpoint(db: sqlite3.Connection) -> None:
-    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
 
 def _insert(

@@ -47,8 +47,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     os.environ["CONFIGURABLE_AGENTS_STATE_DIR"] = str(work / "state")
     import configurable_agents as ca
-    from configurable_agents.observe.dispatch import OBSERVER, spool_snapshot
+    from configurable_agents.observe.dispatch import OBSERVER
     from configurable_agents.observe.redact import Session, engine_for
+    from configurable_agents.observe.run_record import spool_snapshot
 
     topic = (SNIPPET * 20)[:2048]
     real = OBSERVER.run_finished

@@ -212,8 +212,8 @@ def test_warn_logs_the_alert_threshold(tmp_path, caplog):
 
 
 def test_budget_refusal_is_a_trace_tag_and_a_prometheus_counter(tmp_path):
-    from configurable_agents.observe.dispatch import budget_tags
     from configurable_agents.observe.metrics.recorder import Metrics
+    from configurable_agents.observe.run_record import budget_tags
 
     result = run_workflow(
         workflow(tmp_path, "{per_run_usd: 0.05, action: block}"), {"topic": "tides"}

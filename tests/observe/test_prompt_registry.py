@@ -373,7 +373,7 @@ def test_spool_records_without_prompt_versions_still_load(tmp_path):
     trace builds, with no prompt link."""
     import pickle
 
-    from configurable_agents.observe.dispatch import spool_snapshot
+    from configurable_agents.observe.run_record import spool_snapshot
     from configurable_agents.observe.trace.mlflow_entities import to_mlflow
     from configurable_agents.observe.trace.spans import build_trace, linked_prompts
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import configurable_agents as ca
-from configurable_agents.observe.dispatch import spool_snapshot
+from configurable_agents.observe.run_record import spool_snapshot
 from configurable_agents.observe.trace.assessments import KIND, assessment_id, record_data
 from configurable_agents.observe.trace.drain import open_sink
 from configurable_agents.observe.trace.spans import WorkflowInfo

@@ -113,7 +113,7 @@ def replace_record(
     tags: Mapping[str, str] | None,
 ) -> None:
     """Put the judged run in the place of its held spool record (see the module doc)."""
-    from .dispatch import spool_snapshot
+    from .run_record import spool_snapshot
     from .trace.drain import ensure_drained
     from .trace.spool import FORMAT, SpoolRecord
 
@@ -146,7 +146,8 @@ def spool_assessments(
     """Append the ``assessments`` record of ``verdicts`` for the run's MLflow sink (redacted
     as the run's record is, and after it when the run's record is redacted in the
     background)."""
-    from .dispatch import _per_tags, _plan, spool_snapshot
+    from .dispatch import _plan
+    from .run_record import per_tags, spool_snapshot
     from .trace.assessments import record_data
     from .trace.spans import WorkflowInfo
 
@@ -154,7 +155,7 @@ def spool_assessments(
     if plan.mlflow is None:
         return
     if "{" in plan.mlflow.experiment:
-        plan = _per_tags(plan, dict(tags or {}))
+        plan = per_tags(plan, dict(tags or {}))
     assert plan.mlflow is not None
     sink = plan.mlflow.sink()
     settings = compiled.workflow.spec.config.observability.mlflow

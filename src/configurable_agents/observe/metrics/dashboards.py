@@ -26,9 +26,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ...exceptions import MissingExtraError
+from .panels import (
+    bargauge_panel,
+    dashboard,
+    heatmap_panel,
+    label_variable,
+    promql,
+    stat_panel,
+    thresholds,
+    timeseries_panel,
+)
 
 if TYPE_CHECKING:
     from grafana_foundation_sdk.builders.dashboard import Dashboard
@@ -42,8 +52,6 @@ __all__ = [
 ]
 
 TAG = "configurable-agents"
-DATASOURCE_UID = "${datasource}"
-ALL = ".*"
 
 # File name -> (uid, title); the builders are below.
 DASHBOARDS: dict[str, tuple[str, str]] = {
@@ -62,192 +70,9 @@ def _sdk() -> None:
         ) from exc
 
 
-class _Panel(Protocol):
-    """What the SDK's panel builders (timeseries, stat, ...) have in common."""
-
-    def title(self, title: str) -> Self: ...
-    def description(self, description: str) -> Self: ...
-    def datasource(self, datasource: Any) -> Self: ...
-    def with_target(self, target: Any) -> Self: ...
-    def span(self, w: int) -> Self: ...
-    def height(self, h: int) -> Self: ...
-    def unit(self, unit: str) -> Self: ...
-
-
-P = TypeVar("P", bound=_Panel)
-
-
-def _ref() -> Any:
-    from grafana_foundation_sdk.models.dashboard import DataSourceRef
-
-    return DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
-
-
-def _query(expr: str, legend: str = "__auto", *, instant: bool = False, ref: str = "A") -> Any:
-    from grafana_foundation_sdk.builders import prometheus
-    from grafana_foundation_sdk.models.prometheus import PromQueryFormat
-
-    query = (
-        prometheus.Dataquery()
-        .expr(expr)
-        .legend_format(legend)
-        .ref_id(ref)
-        .datasource({"type": "prometheus", "uid": DATASOURCE_UID})
-    )
-    if legend == "{{le}}":
-        query = query.format(PromQueryFormat.HEATMAP)
-    return query.instant() if instant else query.range()
-
-
-def _panel(
-    panel: P,
-    title: str,
-    description: str,
-    unit: str,
-    *queries: Any,
-    span: int = 12,
-    height: int = 8,
-) -> P:
-    panel = (
-        panel.title(title)
-        .description(description)
-        .datasource(_ref())
-        .unit(unit)
-        .span(span)
-        .height(height)
-    )
-    for query in queries:
-        panel = panel.with_target(query)
-    return panel
-
-
-def _thresholds(*steps: tuple[float | None, str]) -> Any:
-    from grafana_foundation_sdk.builders.dashboard import ThresholdsConfig
-    from grafana_foundation_sdk.models.dashboard import Threshold, ThresholdsMode
-
-    return (
-        ThresholdsConfig()
-        .mode(ThresholdsMode.ABSOLUTE)
-        .steps([Threshold(value=value, color=color) for value, color in steps])
-    )
-
-
-def _stat(
-    title: str, description: str, unit: str, expr: str, *, decimals: int | None = None
-) -> Any:
-    from grafana_foundation_sdk.builders import common, stat
-    from grafana_foundation_sdk.models.common import BigValueGraphMode
-
-    panel = _panel(
-        stat.Panel(), title, description, unit, _query(expr, instant=True), span=6, height=4
-    )
-    panel = panel.graph_mode(BigValueGraphMode.NONE).reduce_options(
-        common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
-    )
-    if decimals is not None:
-        panel = panel.decimals(decimals)
-    return panel
-
-
-def _timeseries(title: str, description: str, unit: str, *queries: Any, span: int = 12) -> Any:
-    from grafana_foundation_sdk.builders import common, timeseries
-    from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
-
-    return (
-        _panel(timeseries.Panel(), title, description, unit, *queries, span=span)
-        .fill_opacity(10)
-        .line_width(1)
-        .legend(
-            common.VizLegendOptions()
-            .display_mode(LegendDisplayMode.LIST)
-            .placement(LegendPlacement.BOTTOM)
-            .show_legend(True)
-        )
-        .tooltip(common.VizTooltipOptions().mode(_tooltip_all()))
-    )
-
-
-def _tooltip_all() -> Any:
-    from grafana_foundation_sdk.models.common import TooltipDisplayMode
-
-    return TooltipDisplayMode.MULTI
-
-
-def _heatmap(title: str, description: str, expr: str, *, span: int = 24) -> Any:
-    from grafana_foundation_sdk.builders import heatmap
-
-    return _panel(
-        heatmap.Panel(), title, description, "s", _query(expr, "{{le}}"), span=span
-    ).calculate(False)
-
-
-def _bargauge(title: str, description: str, unit: str, expr: str, legend: str) -> Any:
-    from grafana_foundation_sdk.builders import bargauge, common
-    from grafana_foundation_sdk.models.common import BarGaugeDisplayMode, VizOrientation
-
-    return (
-        _panel(
-            bargauge.Panel(), title, description, unit, _query(expr, legend, instant=True), span=12
-        )
-        .display_mode(BarGaugeDisplayMode.GRADIENT)
-        .orientation(VizOrientation.HORIZONTAL)
-        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-    )
-
-
-def _datasource_variable() -> Any:
-    from grafana_foundation_sdk.builders.dashboard import DatasourceVariable
-
-    return DatasourceVariable("datasource").label("Data source").type("prometheus")
-
-
-def _label_variable(name: str, label: str, query: str) -> Any:
-    from grafana_foundation_sdk.builders.dashboard import QueryVariable
-    from grafana_foundation_sdk.models.dashboard import (
-        VariableOption,
-        VariableRefresh,
-        VariableSort,
-    )
-
-    return (
-        QueryVariable(name)
-        .label(label)
-        .query(query)
-        .datasource(_ref())
-        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(ALL)
-        .current(VariableOption(selected=True, text="All", value="$__all"))
-    )
-
-
 def _dashboard(file: str, description: str) -> Dashboard:
-    from grafana_foundation_sdk.builders.dashboard import Dashboard, DashboardLink
-    from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, DashboardLinkType
-
     uid, title = DASHBOARDS[file]
-    return (
-        Dashboard(f"Configurable Agents / {title}")
-        .uid(uid)
-        .description(description)
-        .tags([TAG])
-        .editable()
-        .time("now-1h", "now")
-        .refresh("30s")
-        .timezone("browser")
-        .tooltip(DashboardCursorSync.CROSSHAIR)
-        .link(
-            DashboardLink("Configurable Agents")
-            .type(DashboardLinkType.DASHBOARDS)
-            .tags([TAG])
-            .as_dropdown(True)
-            .include_vars(False)
-            .keep_time(True)
-        )
-        .with_variable(_datasource_variable())
-    )
+    return dashboard(uid, title, description, TAG)
 
 
 # --------------------------------------------------------------------------- the dashboards
@@ -265,7 +90,7 @@ def workflow_performance() -> Dashboard:
 
     def quantile(q: str, ref: str) -> Any:
         expr = f"histogram_quantile({q}, sum by (workflow, le) (rate({buckets}[$__rate_interval])))"
-        return _query(expr, f"p{q[2:].ljust(2, '0')} {{{{workflow}}}}", ref=ref)
+        return promql(expr, f"p{q[2:].ljust(2, '0')} {{{{workflow}}}}", ref=ref)
 
     return (
         _dashboard(
@@ -273,10 +98,10 @@ def workflow_performance() -> Dashboard:
             "Throughput, failures and run time of configurable-agents workflows.",
         )
         .with_variable(
-            _label_variable("workflow", "Workflow", "label_values(workflow_runs_total, workflow)")
+            label_variable("workflow", "Workflow", "label_values(workflow_runs_total, workflow)")
         )
         .with_panel(
-            _stat(
+            stat_panel(
                 "Runs",
                 "Runs finished in the selected time range.",
                 "short",
@@ -285,16 +110,16 @@ def workflow_performance() -> Dashboard:
             )
         )
         .with_panel(
-            _stat(
+            stat_panel(
                 "Failed runs",
                 "Share of the runs finished in the time range that failed.",
                 "percentunit",
                 f"(sum(increase({failed}[$__range])) or vector(0))"
                 f" / sum(increase({runs}[$__range]))",
-            ).thresholds(_thresholds((None, "green"), (0.01, "orange"), (0.05, "red")))
+            ).thresholds(thresholds((None, "green"), (0.01, "orange"), (0.05, "red")))
         )
         .with_panel(
-            _stat(
+            stat_panel(
                 "p95 run time",
                 "95th percentile of run wall time over the time range.",
                 "s",
@@ -302,7 +127,7 @@ def workflow_performance() -> Dashboard:
             )
         )
         .with_panel(
-            _stat(
+            stat_panel(
                 "Runs in progress",
                 "Runs executing now.",
                 "short",
@@ -311,18 +136,18 @@ def workflow_performance() -> Dashboard:
             )
         )
         .with_panel(
-            _timeseries(
+            timeseries_panel(
                 "Throughput",
                 "Finished runs per second, by workflow and status.",
                 "ops",
-                _query(
+                promql(
                     f"sum by (workflow, status) (rate({runs}[$__rate_interval]))",
                     "{{workflow}} {{status}}",
                 ),
             )
         )
         .with_panel(
-            _timeseries(
+            timeseries_panel(
                 "Run time",
                 "p50, p95 and p99 of run wall time, by workflow.",
                 "s",
@@ -332,26 +157,26 @@ def workflow_performance() -> Dashboard:
             )
         )
         .with_panel(
-            _timeseries(
+            timeseries_panel(
                 "Failed share by workflow",
                 "Share of finished runs that failed, by workflow (HighErrorRate watches it).",
                 "percentunit",
-                _query(
+                promql(
                     f"({rate_failed} or {rate_all} * 0) / ({rate_all} > 0)",
                     "{{workflow}}",
                 ),
             )
         )
         .with_panel(
-            _timeseries(
+            timeseries_panel(
                 "Runs in progress by workflow",
                 "Runs executing, by workflow.",
                 "short",
-                _query(f"sum by (workflow) (active_workflows{{{_WF}}})", "{{workflow}}"),
+                promql(f"sum by (workflow) (active_workflows{{{_WF}}})", "{{workflow}}"),
             )
         )
         .with_panel(
-            _heatmap(
+            heatmap_panel(
                 "Run time distribution",
                 "How many runs took how long (histogram buckets of run wall time).",
                 f"sum by (le) (increase({buckets}[$__rate_interval]))",
@@ -370,9 +195,9 @@ def llm_usage_and_cost() -> Dashboard:
             "llm-usage-cost.json",
             "Tokens and LLM spend (list price) of configurable-agents workflows, by model.",
         )
-        .with_variable(_label_variable("model", "Model", "label_values(llm_cost_usd_total, model)"))
+        .with_variable(label_variable("model", "Model", "label_values(llm_cost_usd_total, model)"))
         .with_panel(
-            _stat(
+            stat_panel(
                 "Spend",
                 "LLM spend at list price in the selected time range.",
                 "currencyUSD",
@@ -380,7 +205,7 @@ def llm_usage_and_cost() -> Dashboard:
             )
         )
         .with_panel(
-            _stat(
+            stat_panel(
                 "Tokens",
                 "Input and output tokens in the selected time range.",
                 "short",
@@ -389,7 +214,7 @@ def llm_usage_and_cost() -> Dashboard:
             )
         )
         .with_panel(
-            _stat(
+            stat_panel(
                 "Cost per run",
                 "Average spend per finished run, all models and workflows.",
                 "currencyUSD",
@@ -398,7 +223,7 @@ def llm_usage_and_cost() -> Dashboard:
             )
         )
         .with_panel(
-            _stat(
+            stat_panel(
                 "Spend per hour",
                 "Spend rate over the last hour, in USD per hour (CostSpike watches it).",
                 "currencyUSD",
@@ -406,29 +231,29 @@ def llm_usage_and_cost() -> Dashboard:
             )
         )
         .with_panel(
-            _timeseries(
+            timeseries_panel(
                 "Tokens per second",
                 "Tokens per second, by model and type (input, output).",
                 "short",
-                _query(
+                promql(
                     f"sum by (model, type) (rate({tokens}[$__rate_interval]))",
                     "{{model}} {{type}}",
                 ),
             )
         )
         .with_panel(
-            _timeseries(
+            timeseries_panel(
                 "Spend per hour by model",
                 "Spend rate in USD per hour, by model.",
                 "currencyUSD",
-                _query(
+                promql(
                     f"sum by (model) (rate({cost}[$__rate_interval])) * 3600",
                     "{{model}}",
                 ),
             )
         )
         .with_panel(
-            _bargauge(
+            bargauge_panel(
                 "Spend by model",
                 "Spend in the selected time range, by model.",
                 "currencyUSD",
@@ -437,7 +262,7 @@ def llm_usage_and_cost() -> Dashboard:
             )
         )
         .with_panel(
-            _bargauge(
+            bargauge_panel(
                 "Tokens by model",
                 "Tokens in the selected time range, by model and type.",
                 "short",
@@ -456,7 +281,7 @@ def node_latency() -> Dashboard:
     counts = f"node_duration_seconds_count{{{sel}}}"
 
     def quantile(q: str) -> Any:
-        return _query(
+        return promql(
             f"histogram_quantile({q}, sum by (workflow, node, le) "
             f"(rate({buckets}[$__rate_interval])))",
             "{{workflow}} / {{node}}",
@@ -468,15 +293,15 @@ def node_latency() -> Dashboard:
             "Where the time of configurable-agents workflows goes, node by node.",
         )
         .with_variable(
-            _label_variable("workflow", "Workflow", "label_values(workflow_runs_total, workflow)")
+            label_variable("workflow", "Workflow", "label_values(workflow_runs_total, workflow)")
         )
         .with_variable(
-            _label_variable(
+            label_variable(
                 "node", "Node", f"label_values(node_duration_seconds_count{{{_WF}}}, node)"
             )
         )
         .with_panel(
-            _timeseries(
+            timeseries_panel(
                 "p95 node time",
                 "95th percentile of node wall time (one sample per visit), by node.",
                 "s",
@@ -484,7 +309,7 @@ def node_latency() -> Dashboard:
             )
         )
         .with_panel(
-            _timeseries(
+            timeseries_panel(
                 "p50 node time",
                 "Median node wall time, by node.",
                 "s",
@@ -492,7 +317,7 @@ def node_latency() -> Dashboard:
             )
         )
         .with_panel(
-            _bargauge(
+            bargauge_panel(
                 "Share of workflow time",
                 "Each node's share of the time its workflow spent in nodes, over the time range:"
                 " the bottleneck is the longest bar.",
@@ -504,7 +329,7 @@ def node_latency() -> Dashboard:
             )
         )
         .with_panel(
-            _bargauge(
+            bargauge_panel(
                 "Mean node time",
                 "Mean wall time per visit over the time range, by node.",
                 "s",
@@ -514,11 +339,11 @@ def node_latency() -> Dashboard:
             )
         )
         .with_panel(
-            _timeseries(
+            timeseries_panel(
                 "Node executions",
                 "Node visits per second (loops visit a node more than once per run).",
                 "ops",
-                _query(
+                promql(
                     f"sum by (workflow, node) (rate({counts}[$__rate_interval]))",
                     "{{workflow}} / {{node}}",
                 ),
@@ -526,7 +351,7 @@ def node_latency() -> Dashboard:
             )
         )
         .with_panel(
-            _heatmap(
+            heatmap_panel(
                 "Node time distribution",
                 "How many node visits took how long (histogram buckets of node wall time).",
                 f"sum by (le) (increase({buckets}[$__rate_interval]))",

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 from .schema import PII_NER_ENTITIES, PII_PATTERN_ENTITIES, Workflow
 
 if TYPE_CHECKING:
-    from .validate import _Collector
+    from .collector import Collector
 
 
-def check_governance(col: _Collector, spec: Workflow) -> None:
+def check_governance(col: Collector, spec: Workflow) -> None:
     check_provider_options(col, spec)
     check_prometheus(col, spec)
     mlflow = spec.config.observability.mlflow
@@ -72,7 +72,7 @@ PROVIDER_OPTIONS: dict[str, frozenset[str]] = {
 }
 
 
-def check_provider_options(col: _Collector, spec: Workflow) -> None:
+def check_provider_options(col: Collector, spec: Workflow) -> None:
     """A provider option set where the node's provider ignores it is an error (no dead
     config), reported where it is written."""
     from .schema import DEFAULT_PROVIDER, merge_llm
@@ -97,7 +97,7 @@ def check_provider_options(col: _Collector, spec: Workflow) -> None:
             )
 
 
-def check_prometheus(col: _Collector, spec: Workflow) -> None:
+def check_prometheus(col: Collector, spec: Workflow) -> None:
     """``prometheus.port`` / ``path``: metrics are served by ``configurable-agents serve`` on
     its own port at ``/metrics`` (CLI runs push to ``pushgateway_url``); nothing reads these."""
     prometheus = spec.config.observability.prometheus

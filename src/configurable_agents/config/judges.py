@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .collector import did_you_mean
+
 if TYPE_CHECKING:
+    from .collector import Collector
     from .schema import LLMConfig, Workflow
     from .types import TypeRef
-    from .validate import _Collector
 
 # MLflow 3.17's built-in scorers that judge from a run's inputs and outputs alone
 # (``mlflow.genai.scorers``; a test keeps this list in step with the installed MLflow).
@@ -259,10 +261,8 @@ def import_scorer(spec: str) -> Any:
     return func
 
 
-def check_judges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> None:
+def check_judges(col: Collector, spec: Workflow, state: dict[str, TypeRef]) -> None:
     """The rules of ``judges:`` that span sections; each problem with its line and a hint."""
-    from .validate import _did_you_mean
-
     node_ids = {n.id for n in spec.nodes}
     seen: dict[str, int] = {}
     for i, judge in enumerate(spec.judges):
@@ -284,7 +284,7 @@ def check_judges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> 
             col.add(
                 (*base, "node"),
                 f"judge '{judge.name}' judges node '{judge.node}', which does not exist",
-                _did_you_mean(judge.node, node_ids) or "nodes are: " + ", ".join(sorted(node_ids)),
+                did_you_mean(judge.node, node_ids) or "nodes are: " + ", ".join(sorted(node_ids)),
             )
         if judge.node is None and judge.on_fail == "retry":
             col.add(
@@ -300,7 +300,7 @@ def check_judges(col: _Collector, spec: Workflow, state: dict[str, TypeRef]) -> 
             _check_scorer(col, judge, base)
 
 
-def _check_threshold(col: _Collector, judge: Judge, base: tuple[str | int, ...]) -> None:
+def _check_threshold(col: Collector, judge: Judge, base: tuple[str | int, ...]) -> None:
     if judge.threshold is None:
         return
     if judge.is_bool:
@@ -321,9 +321,8 @@ def _check_threshold(col: _Collector, judge: Judge, base: tuple[str | int, ...])
 
 
 def _check_instructions(
-    col: _Collector, judge: Judge, base: tuple[str | int, ...], state: dict[str, TypeRef]
+    col: Collector, judge: Judge, base: tuple[str | int, ...], state: dict[str, TypeRef]
 ) -> None:
-    from .validate import _did_you_mean
 
     path = (*base, "instructions")
     text = judge.instructions or ""
@@ -343,7 +342,7 @@ def _check_instructions(
                 f"judge '{judge.name}' reads {{{{ {name} }}}}, which is neither inputs, outputs "
                 "nor a state field"
             )
-            hint = _did_you_mean(name, allowed) or (
+            hint = did_you_mean(name, allowed) or (
                 "use {{ inputs }}, {{ outputs }} or {{ <state field> }}"
             )
         col.add(path, message, hint, col.doc.text_line(path, offset))
@@ -359,8 +358,7 @@ def _check_instructions(
         )
 
 
-def _check_scorer(col: _Collector, judge: Judge, base: tuple[str | int, ...]) -> None:
-    from .validate import _did_you_mean
+def _check_scorer(col: Collector, judge: Judge, base: tuple[str | int, ...]) -> None:
 
     path = (*base, "scorer")
     scorer = judge.scorer or ""
@@ -377,7 +375,7 @@ def _check_scorer(col: _Collector, judge: Judge, base: tuple[str | int, ...]) ->
             col.add(
                 path,
                 f"judge '{judge.name}': '{name}' is not an MLflow built-in scorer",
-                _did_you_mean(name, MLFLOW_SCORERS)
+                did_you_mean(name, MLFLOW_SCORERS)
                 or "built-in scorers: " + ", ".join(MLFLOW_SCORERS),
             )
         if name in GUIDELINE_SCORERS and not judge.instructions:

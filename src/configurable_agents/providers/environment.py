@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 
+from ..config.collector import did_you_mean
 from ..config.loader import Path_
 from ..config.schema import DEFAULT_PROVIDER, LLMConfig, merge_llm
-from ..config.validate import LoadedWorkflow, _did_you_mean, resolve_model_path
+from ..config.validate import LoadedWorkflow, resolve_model_path
 from ..exceptions import Issue, WorkflowValidationError
 
 
@@ -101,6 +102,6 @@ def _check_local_model(
             problems.add(
                 (*path, "chat_format"),
                 f"chat_format {llm.chat_format!r} is not a llama.cpp chat format",
-                _did_you_mean(llm.chat_format, known) or "known: " + ", ".join(known),
+                did_you_mean(llm.chat_format, known) or "known: " + ", ".join(known),
                 key="chat_format:" + llm.chat_format,
             )

@@ -16,12 +16,12 @@ every other construct are rejected before any model is called.
 from __future__ import annotations
 
 import ast
-import difflib
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .collector import did_you_mean
 from .types import TypeRef
 
 _LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
@@ -230,12 +230,10 @@ class _Checker:
             value = _LITERALS[name]
             return _literal_kind(value), lambda s: value
         if name not in self.fields:
-            close = difflib.get_close_matches(name, list(self.fields), n=1)
             raise self.fail(
                 f"'{name}' is not a state field",
-                f"did you mean '{close[0]}'?"
-                if close
-                else "state fields are: " + ", ".join(sorted(self.fields)),
+                did_you_mean(name, self.fields)
+                or "state fields are: " + ", ".join(sorted(self.fields)),
             )
         self.used.add(name)
         return self.fields[name], lambda s: s.get(name)

@@ -323,7 +323,6 @@ def _check_threshold(col: Collector, judge: Judge, base: tuple[str | int, ...]) 
 def _check_instructions(
     col: Collector, judge: Judge, base: tuple[str | int, ...], state: dict[str, TypeRef]
 ) -> None:
-
     path = (*base, "instructions")
     text = judge.instructions or ""
     allowed = (*TEMPLATE_VARIABLES, *state)
@@ -359,7 +358,6 @@ def _check_instructions(
 
 
 def _check_scorer(col: Collector, judge: Judge, base: tuple[str | int, ...]) -> None:
-
     path = (*base, "scorer")
     scorer = judge.scorer or ""
     if judge.kind == "mlflow":

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .collector import Collector
+from .collector import Collector, did_you_mean
 from .schema import Workflow
 
 __all__ = ["pydantic_issue", "typo_keys"]
@@ -37,8 +37,7 @@ def pydantic_issue(col: Collector, err: Any) -> None:
     if kind == "extra_forbidden":
         key = str(loc[-1])
         allowed = _allowed_keys(loc[:-1])
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-        hint = f"did you mean '{close[0]}'?" if close else None
+        hint = did_you_mean(key, allowed)
         if not hint and allowed:
             hint = "allowed keys here: " + ", ".join(allowed)
         col.add(loc, f"unknown key '{key}' in {_describe(loc[:-1], col.doc.data)}", hint)

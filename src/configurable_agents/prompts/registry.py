@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config.collector import did_you_mean
 from ..config.template import Template, TemplateProblem
 from ..exceptions import Issue, UserError, WorkflowValidationError
 from ..urls import mask_url, resolve_tracking_uri, scrub, url_secrets
@@ -452,7 +453,7 @@ def check_template(
             out.append(
                 (
                     f"{where} reads {{{{ {name} }}}}, which is not a state field",
-                    _did_you_mean(name, state)
+                    did_you_mean(name, state)
                     or f"add '{name}' to state.fields, or register a version without it",
                 )
             )
@@ -535,10 +536,3 @@ def _warn_once(uri: str, prompt_uri: str, node: str, reason: str) -> None:
     log.warning(
         "node '%s': cannot load %s (%s); running on its inline prompt", node, prompt_uri, reason
     )
-
-
-def _did_you_mean(name: str, options: Any) -> str | None:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config.bounds import describe
+from ..config.collector import did_you_mean
 from ..config.schema import Workflow
 from ..config.types import TypeRef, type_adapter
 from ..exceptions import InputError, Issue
@@ -85,13 +85,10 @@ def coerce_inputs(
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in types:
-            close = difflib.get_close_matches(key, list(types), n=1)
             issues.append(
                 Issue(
                     f"input {_quoted(key)} is not a state field",
-                    hint=f"did you mean '{close[0]}'?"
-                    if close
-                    else "state fields are: " + ", ".join(types),
+                    hint=did_you_mean(key, types) or "state fields are: " + ", ".join(types),
                     path=(key,),
                     code="unknown_input",
                 )
